@@ -1,0 +1,1 @@
+//! The Cairn node process: RPC transport, pgwire, HTTP and the `cairn` command line.

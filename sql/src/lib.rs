@@ -1,0 +1,1 @@
+//! SQL: parsing, catalog, row encoding, planning and execution over transactional KV.

@@ -1,0 +1,1 @@
+//! Cluster harness for end-to-end, fault and workload tests.

@@ -1,0 +1,1 @@
+//! The client side of KV: routing by range, retries and the transaction coordinator.
