@@ -41,7 +41,12 @@ pub fn after_user_key(user_key: &[u8]) -> Vec<u8> {
 
 /// Decodes the timestamp suffix of a version key (what follows the escaped user key).
 pub fn decode_version_suffix(suffix: &[u8]) -> Result<Timestamp> {
-    let inverted: Vec<u8> = suffix.iter().map(|b| !b).collect();
+    let mut inverted: [u8; Timestamp::ENCODED_LEN] = suffix
+        .try_into()
+        .map_err(|_| Error::Decode(format!("MVCC version suffix of {} bytes", suffix.len())))?;
+    for b in &mut inverted {
+        *b = !*b;
+    }
     Timestamp::decode(&inverted)
 }
 

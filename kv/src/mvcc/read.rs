@@ -71,7 +71,7 @@ pub fn get(reader: &dyn Reader, key: &[u8], opts: ReadOptions<'_>) -> Result<Opt
     let upper = after_user_key(key);
     let mut it = reader.iter(Space::Data, &lower, Some(&upper))?;
     it.seek_to_first()?;
-    match read_key(&mut *it, key, &opts)? {
+    match read_key(&mut *it, key, &lower, &opts)? {
         KeyRead::Value(v) => Ok(v),
         KeyRead::Conflict(intent) => Err(Error::WriteIntent {
             intents: vec![intent],
@@ -122,7 +122,7 @@ pub fn scan(
         if reverse {
             it.seek(&group_start)?;
         }
-        match read_key(&mut *it, &user_key, &opts)? {
+        match read_key(&mut *it, &user_key, &group_start, &opts)? {
             KeyRead::Value(Some(v)) => result.kvs.push((user_key, v)),
             KeyRead::Value(None) => {}
             KeyRead::Conflict(intent) => intents.push(intent),
@@ -153,13 +153,14 @@ const STEPS_BEFORE_SEEK: usize = 4;
 fn read_key(
     it: &mut dyn EngineIterator,
     user_key: &[u8],
+    prefix: &[u8],
     opts: &ReadOptions<'_>,
 ) -> Result<KeyRead> {
-    let prefix = meta_key(user_key);
+    debug_assert_eq!(prefix, meta_key(user_key));
     let mut outcome = None;
 
     if let Some((raw, stored)) = it.current()
-        && raw == prefix.as_slice()
+        && raw == prefix
     {
         match decode_meta(user_key, raw, stored)? {
             Meta::Inline(v) => outcome = Some(KeyRead::Value(Some(v))),
@@ -195,7 +196,7 @@ fn read_key(
         let horizon = opts.horizon();
         let mut skipped = 0;
         while let Some((raw, stored)) = it.current() {
-            let Some(suffix) = raw.strip_prefix(prefix.as_slice()) else {
+            let Some(suffix) = raw.strip_prefix(prefix) else {
                 break;
             };
             let ts = decode_version_suffix(suffix).map_err(|e| Error::Corruption {
@@ -227,7 +228,7 @@ fn read_key(
         }
     }
 
-    skip_rest_of_key(it, &prefix, user_key)?;
+    skip_rest_of_key(it, prefix, user_key)?;
     Ok(outcome.unwrap_or(KeyRead::Value(None)))
 }
 

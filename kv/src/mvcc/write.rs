@@ -4,7 +4,7 @@
 //! in it; nothing reaches the engine until the caller writes the batch. Every check
 //! happens before the first write, so a failed operation leaves no partial effects.
 
-use super::key::{self, after_user_key, meta_key, version_key};
+use super::key::{self, after_user_key, decode_version_suffix, meta_key, version_key};
 use super::read::{ReadOptions, scan};
 use super::value::{
     IntentRecord, Meta, Version, decode_meta, decode_version, encode_meta, encode_version,
@@ -42,22 +42,23 @@ struct KeyState {
 }
 
 fn load(reader: &dyn Reader, user_key: &[u8]) -> Result<KeyState> {
+    // The meta entry and the newest version are adjacent: one iterator reads both.
     let meta_raw = meta_key(user_key);
-    let meta = match reader.get(Space::Data, &meta_raw)? {
-        Some(stored) => Some(decode_meta(user_key, &meta_raw, &stored)?),
-        None => None,
-    };
-    let mut it = reader.iter(
-        Space::Data,
-        &version_key(user_key, Timestamp::MAX),
-        Some(&after_user_key(user_key)),
-    )?;
+    let mut it = reader.iter(Space::Data, &meta_raw, Some(&after_user_key(user_key)))?;
     it.seek_to_first()?;
+    let mut meta = None;
+    if let Some((raw, stored)) = it.current()
+        && raw == meta_raw.as_slice()
+    {
+        meta = Some(decode_meta(user_key, raw, stored)?);
+        it.next()?;
+    }
     let newest = match it.current() {
         Some((raw, stored)) => {
-            let ts = key::decode(raw)?.ts.ok_or_else(|| Error::Corruption {
+            let suffix = raw.get(meta_raw.len()..).unwrap_or_default();
+            let ts = decode_version_suffix(suffix).map_err(|e| Error::Corruption {
                 key: user_key.to_vec(),
-                detail: "meta entry among versions".into(),
+                detail: format!("bad version key: {e}"),
             })?;
             Some((ts, decode_version(user_key, raw, stored)?))
         }
