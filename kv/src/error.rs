@@ -14,7 +14,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// `ConditionFailed`) are results of evaluating a request against data: the same request
 /// against the same data fails the same way on every replica. The others depend on the
 /// machine ([`Error::is_deterministic`]).
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Error {
     /// The storage engine failed (IO error, engine closed, ...).
     #[error("storage engine: {0}")]

@@ -13,6 +13,8 @@
 //!
 //! Nothing here knows about the network, Raft or SQL.
 
+pub mod api;
+pub mod checksum;
 pub mod error;
 pub mod hlc;
 pub mod ids;

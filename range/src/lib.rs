@@ -1,1 +1,25 @@
 //! A replica of a range and the Store that holds all replicas of a node.
+//!
+//! Bottom-up:
+//!
+//! - [`log_writer`]: the store's group commit of Raft log writes across ranges.
+//! - [`raft`]: one range's openraft group (log, state machine, network); the only
+//!   module that names openraft.
+//! - [`eval`]: one file per KV command, evaluated into a write batch.
+//! - [`latch`]: serialising conflicting requests from evaluation to application.
+//! - [`replica`]: a request's path through one replica: key check, lease, latches,
+//!   evaluation, replication.
+//! - [`store`]: all replicas of a node, routing, bootstrap, up-replication.
+
+pub mod eval;
+pub mod latch;
+pub mod log_writer;
+pub mod raft;
+pub mod replica;
+pub mod store;
+
+pub use replica::Replica;
+pub use store::{Store, StoreConfig, StoreError};
+
+#[cfg(test)]
+mod tests;

@@ -110,6 +110,8 @@ const RAFT_LOG_SUFFIX: &[u8; LOCAL_SUFFIX_LEN] = b"rftl";
 const RAFT_VOTE_SUFFIX: &[u8; LOCAL_SUFFIX_LEN] = b"rftv";
 const RAFT_COMMITTED_SUFFIX: &[u8; LOCAL_SUFFIX_LEN] = b"rftc";
 const RANGE_APPLIED_STATE_SUFFIX: &[u8; LOCAL_SUFFIX_LEN] = b"rask";
+const RAFT_TRUNCATED_STATE_SUFFIX: &[u8; LOCAL_SUFFIX_LEN] = b"rftt";
+const RAFT_REPLICA_ID_SUFFIX: &[u8; LOCAL_SUFFIX_LEN] = b"rrid";
 
 const STORE_IDENT_NAME: &[u8] = b"ident";
 
@@ -264,6 +266,33 @@ pub fn raft_committed_key(range_id: RangeId) -> Vec<u8> {
 /// move with it).
 pub fn range_applied_state_key(range_id: RangeId) -> Vec<u8> {
     range_id_key(range_id, RANGE_APPLIED_STATE_SUFFIX, &[])
+}
+
+/// The key of the last log id removed from the front of the range's Raft log.
+pub fn raft_truncated_state_key(range_id: RangeId) -> Vec<u8> {
+    range_id_key(range_id, RAFT_TRUNCATED_STATE_SUFFIX, &[])
+}
+
+/// The key of this store's replica id in the range's Raft group.
+pub fn raft_replica_id_key(range_id: RangeId) -> Vec<u8> {
+    range_id_key(range_id, RAFT_REPLICA_ID_SUFFIX, &[])
+}
+
+/// The span of the range-local keys anchored in `[start, end)`.
+pub fn range_local_span(start: &[u8], end: &[u8]) -> Span {
+    let mut lo = LOCAL_RANGE_PREFIX.to_vec();
+    encode_bytes_escaped(&mut lo, start);
+    let mut hi = LOCAL_RANGE_PREFIX.to_vec();
+    encode_bytes_escaped(&mut hi, end);
+    Span::new(lo, hi)
+}
+
+/// The replicated user-key spans of the range `[start, end)`: its range-local keys and
+/// its addressable keys. (A range starting at [`KEY_MIN`] does not own the local key
+/// space below [`LOCAL_MAX`]: only its anchored range-local keys.)
+pub fn replicated_spans(start: &[u8], end: &[u8]) -> [Span; 2] {
+    let user_start = if start < LOCAL_MAX { LOCAL_MAX } else { start };
+    [range_local_span(start, end), Span::new(user_start, end)]
 }
 
 /// Splits a range-id-local key into its range id and what follows the id.

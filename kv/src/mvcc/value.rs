@@ -15,13 +15,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::TxnMeta;
+use crate::checksum::{open, seal};
 use crate::error::{Error, Result};
 
 const TAG_VALUE: u8 = 1;
 const TAG_TOMBSTONE: u8 = 2;
 const TAG_INTENT: u8 = 3;
 const TAG_INLINE: u8 = 4;
-const HEADER: usize = 5;
 
 /// A committed version of a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,46 +73,6 @@ pub enum Meta {
     Intent(IntentRecord),
     /// A value with no versions (transaction records, range-local state).
     Inline(Vec<u8>),
-}
-
-fn checksum(raw_key: &[u8], tag: u8, body: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(raw_key);
-    h.update(&[tag]);
-    h.update(body);
-    h.finalize()
-}
-
-fn seal(raw_key: &[u8], tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + body.len());
-    out.extend_from_slice(&checksum(raw_key, tag, body).to_be_bytes());
-    out.push(tag);
-    out.extend_from_slice(body);
-    out
-}
-
-/// Checks the checksum and splits off the tag. `user_key` names the key in errors.
-fn open<'a>(user_key: &[u8], raw_key: &[u8], stored: &'a [u8]) -> Result<(u8, &'a [u8])> {
-    let corrupt = |detail: String| Error::Corruption {
-        key: user_key.to_vec(),
-        detail,
-    };
-    if stored.len() < HEADER {
-        return Err(corrupt(format!(
-            "value of {} bytes is shorter than its header",
-            stored.len()
-        )));
-    }
-    let (head, body) = stored.split_at(HEADER);
-    let want = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-    let tag = head[4];
-    let got = checksum(raw_key, tag, body);
-    if want != got {
-        return Err(corrupt(format!(
-            "checksum mismatch: stored {want:08x}, computed {got:08x}"
-        )));
-    }
-    Ok((tag, body))
 }
 
 pub fn encode_version(raw_key: &[u8], version: &Version) -> Vec<u8> {

@@ -1,0 +1,306 @@
+//! The KV batch API: what the layers above send to a range, and what comes back.
+//!
+//! A [`BatchRequest`] holds requests for one range, in order, under one [`Header`]
+//! (which range, at which timestamp, in which transaction). The leaseholder evaluates
+//! them together: reads against its data, writes into one Raft command. The answer is a
+//! [`BatchResponse`] with one [`Response`] per request, or one [`Error`] for the batch.
+//!
+//! A [`Sender`] delivers batches. The local store and the RPC client to a remote node
+//! both implement it, so everything above runs the same in one process and across the
+//! network.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hlc::Timestamp;
+use crate::ids::{NodeId, RangeId};
+use crate::keys::{Span, pretty};
+use crate::mvcc::TxnMeta;
+
+/// A replica's id within its range's Raft group. Never reused within a range (Raft
+/// requires that an id name one log for the group's whole life).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct ReplicaId(pub u64);
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Whether a replica votes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaKind {
+    Voter,
+    /// Receives the log but does not vote: a replica being brought up to date.
+    Learner,
+}
+
+/// One replica of a range: which node holds it, under which id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaDescriptor {
+    pub node_id: NodeId,
+    pub replica_id: ReplicaId,
+    pub kind: ReplicaKind,
+}
+
+/// A range: its span of the key space and its replicas.
+///
+/// Invariants:
+/// - `start_key < end_key`;
+/// - replica ids are unique and all below `next_replica_id`;
+/// - at most one replica per node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeDescriptor {
+    pub range_id: RangeId,
+    pub start_key: Vec<u8>,
+    pub end_key: Vec<u8>,
+    pub replicas: Vec<ReplicaDescriptor>,
+    /// The id the next added replica gets.
+    pub next_replica_id: ReplicaId,
+    /// Incremented by every split, merge or replica change.
+    pub generation: u64,
+}
+
+impl RangeDescriptor {
+    /// Whether `key` (an address, see [`crate::keys::addr`]) lies in the range.
+    pub fn contains_key(&self, key: &[u8]) -> bool {
+        self.start_key.as_slice() <= key && key < self.end_key.as_slice()
+    }
+
+    /// Whether all of `span` lies in the range.
+    pub fn contains_span(&self, span: &Span) -> bool {
+        self.start_key <= span.start && span.end <= self.end_key
+    }
+
+    /// The range's span.
+    pub fn span(&self) -> Span {
+        Span::new(self.start_key.clone(), self.end_key.clone())
+    }
+
+    /// The replica on `node`, if any.
+    pub fn replica_on(&self, node: NodeId) -> Option<&ReplicaDescriptor> {
+        self.replicas.iter().find(|r| r.node_id == node)
+    }
+
+    /// The replica with id `id`, if any.
+    pub fn replica(&self, id: ReplicaId) -> Option<&ReplicaDescriptor> {
+        self.replicas.iter().find(|r| r.replica_id == id)
+    }
+
+    /// The voting replicas.
+    pub fn voters(&self) -> impl Iterator<Item = &ReplicaDescriptor> {
+        self.replicas
+            .iter()
+            .filter(|r| r.kind == ReplicaKind::Voter)
+    }
+}
+
+impl fmt::Display for RangeDescriptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:[{}, {})",
+            self.range_id,
+            pretty(&self.start_key),
+            pretty(&self.end_key)
+        )
+    }
+}
+
+/// What applies to every request of a batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// The range the batch is for.
+    pub range_id: RangeId,
+    /// The timestamp to read and write at. Zero lets the leaseholder pick its clock's
+    /// current reading (non-transactional requests only).
+    pub timestamp: Timestamp,
+    /// Versions in (`timestamp`, `uncertainty_limit`] make reads restart. Zero: none.
+    pub uncertainty_limit: Timestamp,
+    /// The transaction, for transactional requests: writes become its intents, reads
+    /// see its own writes.
+    pub txn: Option<TxnMeta>,
+}
+
+/// One operation of a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Get {
+        key: Vec<u8>,
+    },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Put only if the current value equals `expected` (`None`: no value).
+    ConditionalPut {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        expected: Option<Vec<u8>>,
+    },
+    /// Adds `delta` to the integer (8 bytes, big-endian) stored at `key` (absent: 0)
+    /// and returns the new value. Non-transactional only.
+    Increment {
+        key: Vec<u8>,
+        delta: i64,
+    },
+    Delete {
+        key: Vec<u8>,
+    },
+    /// At most `max_keys` keys of `span` in ascending order (0: no limit).
+    Scan {
+        span: Span,
+        max_keys: u64,
+    },
+    /// At most `max_keys` keys of `span` in descending order (0: no limit).
+    ReverseScan {
+        span: Span,
+        max_keys: u64,
+    },
+    /// Deletes every key in `span`.
+    DeleteRange {
+        span: Span,
+    },
+}
+
+impl Request {
+    /// Whether the request writes.
+    pub fn is_write(&self) -> bool {
+        match self {
+            Request::Get { .. } | Request::Scan { .. } | Request::ReverseScan { .. } => false,
+            Request::Put { .. }
+            | Request::ConditionalPut { .. }
+            | Request::Increment { .. }
+            | Request::Delete { .. }
+            | Request::DeleteRange { .. } => true,
+        }
+    }
+
+    /// The keys the request touches, as a span.
+    pub fn span(&self) -> Span {
+        match self {
+            Request::Get { key }
+            | Request::Put { key, .. }
+            | Request::ConditionalPut { key, .. }
+            | Request::Increment { key, .. }
+            | Request::Delete { key } => Span::new(key.clone(), crate::keys::next_key(key)),
+            Request::Scan { span, .. }
+            | Request::ReverseScan { span, .. }
+            | Request::DeleteRange { span } => span.clone(),
+        }
+    }
+}
+
+/// The result of one request, in the same position as the request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Get {
+        value: Option<Vec<u8>>,
+    },
+    Put,
+    ConditionalPut,
+    Increment {
+        new_value: i64,
+    },
+    Delete,
+    Scan {
+        kvs: Vec<(Vec<u8>, Vec<u8>)>,
+        resume_span: Option<Span>,
+    },
+    ReverseScan {
+        kvs: Vec<(Vec<u8>, Vec<u8>)>,
+        resume_span: Option<Span>,
+    },
+    DeleteRange {
+        deleted: Vec<Vec<u8>>,
+    },
+}
+
+/// Requests for one range, evaluated together.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRequest {
+    pub header: Header,
+    pub requests: Vec<Request>,
+}
+
+impl BatchRequest {
+    pub fn new(range_id: RangeId, requests: Vec<Request>) -> Self {
+        BatchRequest {
+            header: Header {
+                range_id,
+                ..Header::default()
+            },
+            requests,
+        }
+    }
+
+    /// Whether any request writes.
+    pub fn is_write(&self) -> bool {
+        self.requests.iter().any(Request::is_write)
+    }
+}
+
+/// The answer to a [`BatchRequest`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    pub responses: Vec<Response>,
+    /// The timestamp the batch was evaluated at (it can be above the requested one for
+    /// non-transactional writes that met a newer version).
+    pub timestamp: Timestamp,
+}
+
+/// Why a batch failed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum Error {
+    /// The replica that got the batch does not hold the range lease. `leaseholder` is the
+    /// current one, if known: send there.
+    #[error("{range_id}: not leaseholder{}", match leaseholder { Some(l) => format!(", try {} (replica {})", l.node_id, l.replica_id), None => String::new() })]
+    NotLeaseholder {
+        range_id: RangeId,
+        leaseholder: Option<ReplicaDescriptor>,
+    },
+    /// The batch's keys are not (all) in the range it was sent to: the sender's range
+    /// cache is stale. `current` is what this store knows of the range that was asked
+    /// for, if it still has it.
+    #[error("{range_id}: keys {span} not in range{}", match current { Some(d) => format!(" (it is now {d})"), None => String::new() })]
+    RangeKeyMismatch {
+        range_id: RangeId,
+        span: Span,
+        current: Option<Box<RangeDescriptor>>,
+    },
+    /// This node has no replica of the range.
+    #[error("{range_id}: range not found on {node_id}")]
+    RangeNotFound { range_id: RangeId, node_id: NodeId },
+    /// The range cannot serve right now: no quorum, no leader, or a replica that
+    /// stopped. The batch was not applied.
+    #[error("{range_id}: range unavailable: {reason}")]
+    RangeUnavailable { range_id: RangeId, reason: String },
+    /// A write was proposed but its outcome is not known (the deadline passed, or the
+    /// leader changed before it committed). It may or may not have been applied.
+    #[error("{range_id}: result is ambiguous: {reason}")]
+    AmbiguousResult { range_id: RangeId, reason: String },
+    /// The node could not be reached.
+    #[error("{node_id} unreachable: {reason}")]
+    NodeUnreachable { node_id: NodeId, reason: String },
+    /// Evaluating the batch failed (conflicts, corruption, bad arguments).
+    #[error(transparent)]
+    Kv(#[from] crate::Error),
+    /// The request is malformed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+/// A boxed, sendable future: what [`Sender::send`] returns, so the trait can be used as
+/// a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Delivers batches to ranges: the local store, or a remote node through RPC.
+pub trait Sender: Send + Sync {
+    fn send(&self, batch: BatchRequest) -> BoxFuture<'_, Result<BatchResponse, Error>>;
+}

@@ -1,0 +1,75 @@
+//! Request evaluation: each KV command, one file each, turns a request into its response
+//! and the writes it makes, against the replica's data as of now.
+//!
+//! Evaluate, then replicate: the leaseholder evaluates a whole batch into one
+//! [`IndexedBatch`] (later requests of the batch see the writes of earlier ones), and
+//! only the resulting write batch goes through Raft. Applying it on every replica is a
+//! plain write, with no decisions left to take, so replicas cannot diverge.
+
+mod cmd_conditional_put;
+mod cmd_delete;
+mod cmd_delete_range;
+mod cmd_get;
+mod cmd_increment;
+mod cmd_put;
+mod cmd_reverse_scan;
+mod cmd_scan;
+
+use cairn_kv::Timestamp;
+use cairn_kv::api::{Header, Request, Response};
+use cairn_kv::mvcc::{ReadOptions, TxnMeta};
+use cairn_kv::storage::IndexedBatch;
+
+/// What every command of a batch evaluates under.
+pub struct EvalContext<'a> {
+    /// The timestamp the batch reads and writes at.
+    pub ts: Timestamp,
+    pub txn: Option<&'a TxnMeta>,
+    pub uncertainty_limit: Timestamp,
+}
+
+impl<'a> EvalContext<'a> {
+    pub fn new(header: &'a Header, ts: Timestamp) -> Self {
+        EvalContext {
+            ts,
+            txn: header.txn.as_ref(),
+            uncertainty_limit: header.uncertainty_limit,
+        }
+    }
+
+    /// How the context reads.
+    pub fn read_options(&self) -> ReadOptions<'a> {
+        let mut opts = ReadOptions::at(self.ts).with_uncertainty_limit(self.uncertainty_limit);
+        opts.txn = self.txn;
+        opts
+    }
+}
+
+/// Evaluates one request into `batch`.
+pub fn evaluate(
+    batch: &mut IndexedBatch<'_>,
+    ctx: &EvalContext<'_>,
+    req: &Request,
+) -> cairn_kv::Result<Response> {
+    match req {
+        Request::Get { key } => cmd_get::eval(batch, ctx, key),
+        Request::Put { key, value } => cmd_put::eval(batch, ctx, key, value),
+        Request::ConditionalPut {
+            key,
+            value,
+            expected,
+        } => cmd_conditional_put::eval(batch, ctx, key, value, expected.as_deref()),
+        Request::Increment { key, delta } => cmd_increment::eval(batch, ctx, key, *delta),
+        Request::Delete { key } => cmd_delete::eval(batch, ctx, key),
+        Request::Scan { span, max_keys } => cmd_scan::eval(batch, ctx, span, *max_keys),
+        Request::ReverseScan { span, max_keys } => {
+            cmd_reverse_scan::eval(batch, ctx, span, *max_keys)
+        }
+        Request::DeleteRange { span } => cmd_delete_range::eval(batch, ctx, span),
+    }
+}
+
+/// A request's limit as the MVCC layer takes it.
+fn limit(max_keys: u64) -> usize {
+    usize::try_from(max_keys).unwrap_or(usize::MAX)
+}

@@ -1,0 +1,310 @@
+//! A range's state machine: the MVCC data of the range, in the store's `Space::Data`.
+//!
+//! Applying a batch of committed entries writes, in one engine write: the entries' write
+//! batches (evaluated by the leaseholder before proposing), the range descriptor when an
+//! entry changes it (a command carrying a new descriptor, or a membership change, whose
+//! replicas the descriptor mirrors), and the range's applied state (last applied log id,
+//! membership, descriptor). Replaying the same entries after a crash writes the same
+//! bytes again, so applying is idempotent.
+//!
+//! The state machine is the store itself, so a snapshot costs nothing to take: it is a
+//! consistent engine snapshot plus the applied state it corresponds to, streamed to a
+//! follower by the network layer. Installing one replaces the range's data and applied
+//! state in one synced write.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cairn_kv::RangeId;
+use cairn_kv::api::{RangeDescriptor, ReplicaDescriptor, ReplicaId, ReplicaKind};
+use cairn_kv::keys::{self, Span};
+use cairn_kv::mvcc::key::meta_key;
+use cairn_kv::mvcc::value::{Meta, encode_meta};
+use cairn_kv::storage::{Engine, Snapshot, Space, WriteBatch};
+use futures_util::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::{EntryPayload, Membership, OptionalSend, RaftSnapshotBuilder, StoredMembership};
+
+use super::ReplicaNode;
+
+/// A group membership.
+type MembershipOf = Membership<u64, ReplicaNode>;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use super::log_store::{decode, encode};
+use super::{CommandResult, TypeConfig};
+use crate::log_writer::LogWriter;
+
+type LogId = LogIdOf<TypeConfig>;
+
+/// What the replica and its state machine share: the latest applied descriptor and
+/// index, for request routing and status.
+#[derive(Debug, Default)]
+pub struct ReplicaShared {
+    descriptor: RwLock<Option<RangeDescriptor>>,
+    applied_index: AtomicU64,
+}
+
+impl ReplicaShared {
+    pub fn descriptor(&self) -> Option<RangeDescriptor> {
+        self.descriptor.read().clone()
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, descriptor: &Option<RangeDescriptor>, applied: &Option<LogId>) {
+        *self.descriptor.write() = descriptor.clone();
+        self.applied_index.store(
+            applied.as_ref().map(|l| l.index).unwrap_or(0),
+            Ordering::Release,
+        );
+    }
+}
+
+/// The applied state, stored beside the range's Raft state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct AppliedState {
+    applied: Option<LogId>,
+    membership: StoredMembershipOf<TypeConfig>,
+    descriptor: Option<RangeDescriptor>,
+}
+
+/// A snapshot: outgoing, a view of this store to stream; incoming, what was received.
+pub enum SnapshotData {
+    Outgoing {
+        reader: Box<dyn Snapshot>,
+        descriptor: Option<RangeDescriptor>,
+    },
+    Incoming {
+        descriptor: RangeDescriptor,
+        /// Raw `Space::Data` entries.
+        kvs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+}
+
+/// The raw `Space::Data` spans holding the replicated data of `desc`'s range.
+pub fn data_spans(desc: &RangeDescriptor) -> Vec<Span> {
+    keys::replicated_spans(&desc.start_key, &desc.end_key)
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| Span::new(meta_key(&s.start), meta_key(&s.end)))
+        .collect()
+}
+
+fn storage(e: cairn_kv::Error) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Writes `desc` into the range's data: at its range-local key and, if the meta key of
+/// the range lies in the range itself (the meta range), at its meta key.
+fn write_descriptor(batch: &mut WriteBatch, desc: &RangeDescriptor) -> io::Result<()> {
+    let body = postcard::to_stdvec(desc)
+        .map_err(|e| io::Error::other(format!("encoding descriptor: {e}")))?;
+    let mut targets = vec![keys::range_descriptor_key(&desc.start_key)];
+    let meta = keys::meta_key(&desc.end_key);
+    if desc.contains_key(&meta) {
+        targets.push(meta);
+    }
+    for user_key in targets {
+        let raw = meta_key(&user_key);
+        let stored = encode_meta(&raw, &Meta::Inline(body.clone())).map_err(storage)?;
+        batch.put(Space::Data, raw, stored);
+    }
+    Ok(())
+}
+
+/// The descriptor after a membership change: replicas mirror the membership.
+fn with_membership(desc: &RangeDescriptor, m: &MembershipOf) -> RangeDescriptor {
+    let mut replicas: Vec<ReplicaDescriptor> = Vec::new();
+    let voters: Vec<u64> = m.voter_ids().collect();
+    for (id, node) in m.nodes() {
+        replicas.push(ReplicaDescriptor {
+            node_id: node.node_id,
+            replica_id: ReplicaId(*id),
+            kind: if voters.contains(id) {
+                ReplicaKind::Voter
+            } else {
+                ReplicaKind::Learner
+            },
+        });
+    }
+    let max_id = replicas.iter().map(|r| r.replica_id.0).max().unwrap_or(0);
+    RangeDescriptor {
+        replicas,
+        next_replica_id: ReplicaId(desc.next_replica_id.0.max(max_id + 1)),
+        generation: desc.generation + 1,
+        ..desc.clone()
+    }
+}
+
+pub struct StateMachine {
+    range_id: RangeId,
+    engine: Arc<dyn Engine>,
+    state: AppliedState,
+    shared: Arc<ReplicaShared>,
+}
+
+impl StateMachine {
+    /// Loads the range's applied state from the store (empty for a new replica).
+    pub fn open(
+        range_id: RangeId,
+        engine: Arc<dyn Engine>,
+        _writer: Arc<LogWriter>,
+        shared: Arc<ReplicaShared>,
+    ) -> io::Result<StateMachine> {
+        let key = keys::range_applied_state_key(range_id);
+        let state = match engine.get(Space::Raft, &key).map_err(storage)? {
+            Some(stored) => decode(range_id, &key, &stored)?,
+            None => AppliedState::default(),
+        };
+        shared.publish(&state.descriptor, &state.applied);
+        Ok(StateMachine {
+            range_id,
+            engine,
+            state,
+            shared,
+        })
+    }
+
+    fn put_applied_state(&self, batch: &mut WriteBatch) -> io::Result<()> {
+        let key = keys::range_applied_state_key(self.range_id);
+        batch.put(Space::Raft, key.clone(), encode(&key, &self.state)?);
+        Ok(())
+    }
+
+    fn snapshot_now(&self) -> SnapshotOf<TypeConfig, SnapshotData> {
+        SnapshotOf::<TypeConfig, SnapshotData> {
+            meta: SnapshotMetaOf::<TypeConfig> {
+                last_log_id: self.state.applied,
+                last_membership: self.state.membership.clone(),
+            },
+            snapshot: SnapshotData::Outgoing {
+                reader: self.engine.snapshot(),
+                descriptor: self.state.descriptor.clone(),
+            },
+        }
+    }
+}
+
+/// Hands out the snapshot captured when it was made.
+pub struct SnapshotBuilder(Option<SnapshotOf<TypeConfig, SnapshotData>>);
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
+        self.0
+            .take()
+            .ok_or_else(|| io::Error::other("snapshot builder used twice"))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembershipOf<TypeConfig>), io::Error> {
+        Ok((self.state.applied, self.state.membership.clone()))
+    }
+
+    async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
+    where
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = WriteBatch::new();
+        let mut replies = Vec::new();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id;
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(cmd) => {
+                    batch.append(cmd.batch);
+                    if let Some(desc) = cmd.new_descriptor {
+                        write_descriptor(&mut batch, &desc)?;
+                        self.state.descriptor = Some(desc);
+                    }
+                }
+                EntryPayload::Membership(m) => {
+                    if let Some(desc) = &self.state.descriptor {
+                        let desc = with_membership(desc, &m);
+                        write_descriptor(&mut batch, &desc)?;
+                        self.state.descriptor = Some(desc);
+                    }
+                    self.state.membership = StoredMembership::new(Some(log_id), m);
+                }
+            }
+            self.state.applied = Some(log_id);
+            if let Some(r) = responder {
+                replies.push((r, log_id.index));
+            }
+        }
+        self.put_applied_state(&mut batch)?;
+        // Not synced: the log is durable, and a crash replays what was lost from it.
+        self.engine.write(batch, false).map_err(storage)?;
+        self.shared
+            .publish(&self.state.descriptor, &self.state.applied);
+        for (r, applied_index) in replies {
+            r.send(CommandResult { applied_index });
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder(Some(self.snapshot_now()))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        let SnapshotData::Incoming { descriptor, kvs } = snapshot else {
+            return Err(io::Error::other("asked to install an outgoing snapshot"));
+        };
+        if descriptor.range_id != self.range_id {
+            return Err(io::Error::other(format!(
+                "{}: snapshot is of {}",
+                self.range_id, descriptor.range_id
+            )));
+        }
+        let mut batch = WriteBatch::new();
+        let mut spans = data_spans(&descriptor);
+        if let Some(old) = &self.state.descriptor {
+            spans.extend(data_spans(old));
+        }
+        for span in spans {
+            batch.delete_range(Space::Data, span.start, span.end);
+        }
+        for (k, v) in kvs {
+            batch.put(Space::Data, k, v);
+        }
+        self.state = AppliedState {
+            applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            descriptor: Some(descriptor),
+        };
+        self.put_applied_state(&mut batch)?;
+        // Synced: openraft purges the log up to the snapshot once this returns.
+        self.engine.write(batch, true).map_err(storage)?;
+        self.shared
+            .publish(&self.state.descriptor, &self.state.applied);
+        tracing::info!(range = %self.range_id, applied = ?self.state.applied.as_ref().map(|l| l.index), "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, SnapshotData>>, io::Error> {
+        if self.state.applied.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.snapshot_now()))
+    }
+}
