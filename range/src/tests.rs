@@ -55,6 +55,19 @@ impl RaftTransport for LocalTransport {
     }
 }
 
+/// RocksDB when the feature is on (in a leaked temporary directory), else in memory.
+fn test_engine() -> Arc<dyn cairn_kv::storage::Engine> {
+    #[cfg(feature = "rocksdb")]
+    {
+        let dir = tempfile::tempdir().unwrap().keep();
+        Arc::new(cairn_kv::storage::rocksdb::RocksDb::open(&dir).unwrap())
+    }
+    #[cfg(not(feature = "rocksdb"))]
+    {
+        Arc::new(Memory::new())
+    }
+}
+
 struct Cluster {
     net: Arc<Mutex<Net>>,
     stores: Vec<Option<Arc<Store>>>,

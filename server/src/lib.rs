@@ -1,1 +1,17 @@
-//! The Cairn node process: RPC transport, pgwire, HTTP and the `cairn` command line.
+//! The Cairn node process: RPC transport, HTTP status, cluster bootstrap and join, and
+//! the `cairn` command line.
+//!
+//! - [`rpc`]: the wire protocol between nodes (frames, envelopes, the codec).
+//! - [`transport`]: one multiplexed connection per pair of nodes, HLC on every message,
+//!   the fault layer tests use.
+//! - [`node`]: a node's life: store, join or init, liveness, replicate queue.
+//! - [`http`]: `/health`, `/_status/nodes`, `/_status/ranges`.
+//! - [`cli`]: `cairn start`, `cairn init`.
+
+pub mod cli;
+pub mod http;
+pub mod node;
+pub mod rpc;
+pub mod transport;
+
+pub use node::{Node, NodeConfig};

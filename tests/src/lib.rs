@@ -1,1 +1,247 @@
 //! Cluster harness for end-to-end, fault and workload tests.
+//!
+//! [`Cluster`] runs N real nodes in this process, each on its own RocksDB store in a
+//! temporary directory, talking over TCP on loopback. Tests kill nodes (drop them, as a
+//! crash would: nothing is flushed on the way out), restart them on their stores, and
+//! cut or delay links through each node's transport fault layer.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_kv::api::{self, BatchRequest, Request, Response};
+use cairn_kv::{NodeId, RangeId};
+use cairn_range::raft::RaftTiming;
+use cairn_server::rpc::{RpcRequest, RpcResponse};
+use cairn_server::transport::Fault;
+use cairn_server::{Node, NodeConfig};
+
+/// Logs to the test output once per process (`RUST_LOG` to change the level).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Raft timing for tests: elections within about a second.
+pub fn test_timing() -> RaftTiming {
+    RaftTiming {
+        heartbeat: Duration::from_millis(100),
+        election_min: Duration::from_millis(500),
+        election_max: Duration::from_millis(1000),
+    }
+}
+
+pub struct Cluster {
+    _dir: tempfile::TempDir,
+    stores: Vec<PathBuf>,
+    nodes: Vec<Option<Arc<Node>>>,
+    addrs: Vec<String>,
+    pub request_timeout: Duration,
+}
+
+impl Cluster {
+    /// Starts `n` nodes, initialises the cluster on the first and waits until every node
+    /// serves and the first range has `min(n, 3)` voters.
+    pub async fn start(n: usize) -> Cluster {
+        init_logging();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let stores: Vec<PathBuf> = (1..=n).map(|i| dir.path().join(format!("n{i}"))).collect();
+        let mut c = Cluster {
+            _dir: dir,
+            stores,
+            nodes: Vec::new(),
+            addrs: Vec::new(),
+            request_timeout: Duration::from_secs(3),
+        };
+        // The first node starts alone; the others join it.
+        for i in 0..n {
+            let node = c.start_node(i, None).await;
+            c.addrs.push(node.rpc_addr().to_string());
+            c.nodes.push(Some(node));
+        }
+        let first = c.node(1).clone();
+        let transport = first.transport().clone();
+        match transport
+            .call_addr(first.rpc_addr(), RpcRequest::Init, Duration::from_secs(30))
+            .await
+        {
+            Ok(RpcResponse::Init { node_id }) => assert_eq!(node_id, NodeId(1)),
+            other => panic!("init failed: {other:?}"),
+        }
+        c.wait_until(Duration::from_secs(30), "all nodes serve", |c| {
+            c.nodes.iter().flatten().all(|n| n.is_serving())
+        })
+        .await;
+        let voters = n.min(3);
+        c.wait_for_voters(RangeId(1), voters).await;
+        c
+    }
+
+    fn config(&self, i: usize) -> NodeConfig {
+        let mut config = NodeConfig::local(self.stores[i].clone());
+        config.raft = test_timing();
+        config.request_timeout = self.request_timeout;
+        config.liveness_interval = Duration::from_millis(300);
+        config.liveness_ttl = Duration::from_secs(2);
+        if let Some(addr) = self.addrs.get(i) {
+            config.listen_addr = addr.clone();
+        }
+        if i > 0 {
+            config.join = vec![self.addrs[0].clone()];
+        }
+        config
+    }
+
+    async fn start_node(&self, i: usize, _why: Option<&str>) -> Arc<Node> {
+        // A restarted node may find its port briefly in use; retry a few times.
+        let mut last = None;
+        for _ in 0..50 {
+            match Node::start(self.config(i)).await {
+                Ok(n) => return n,
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        panic!("node {} did not start: {last:?}", i + 1);
+    }
+
+    /// Node `i` (1-based).
+    pub fn node(&self, i: usize) -> &Arc<Node> {
+        self.nodes[i - 1].as_ref().expect("node is up")
+    }
+
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes[i - 1].is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Stops node `i` abruptly: its tasks stop, its connections drop, nothing more is
+    /// written. What it acknowledged is on disk (synced) or nowhere.
+    pub async fn kill(&mut self, i: usize) {
+        let node = self.nodes[i - 1].take().expect("node is up");
+        node.shutdown().await;
+        drop(node);
+    }
+
+    /// Restarts node `i` on its store.
+    pub async fn restart(&mut self, i: usize) {
+        assert!(self.nodes[i - 1].is_none(), "node {i} is up");
+        let node = self.start_node(i - 1, Some("restart")).await;
+        self.nodes[i - 1] = Some(node);
+    }
+
+    /// Cuts the links between `a` and `b`, both ways.
+    pub fn partition(&self, a: usize, b: usize) {
+        self.fault(a, b, Fault::Cut);
+    }
+
+    /// Sets a fault on the links between `a` and `b`, both ways.
+    pub fn fault(&self, a: usize, b: usize, fault: Fault) {
+        if self.is_up(a) {
+            self.node(a)
+                .transport()
+                .faults()
+                .set(NodeId(b as u64), fault);
+        }
+        if self.is_up(b) {
+            self.node(b)
+                .transport()
+                .faults()
+                .set(NodeId(a as u64), fault);
+        }
+    }
+
+    /// Removes every fault.
+    pub fn heal(&self) {
+        for n in self.nodes.iter().flatten() {
+            n.transport().faults().clear_all();
+        }
+    }
+
+    /// Sends a batch through node `via`'s DistSender.
+    pub async fn send(
+        &self,
+        via: usize,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Response>, api::Error> {
+        let dist = self.node(via).dist_sender().expect("node serves");
+        dist.send(BatchRequest::new(RangeId(0), requests))
+            .await
+            .map(|r| r.responses)
+    }
+
+    pub async fn put(&self, via: usize, key: &[u8], value: &[u8]) -> Result<(), api::Error> {
+        self.send(
+            via,
+            vec![Request::Put {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            }],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn get(&self, via: usize, key: &[u8]) -> Result<Option<Vec<u8>>, api::Error> {
+        match self
+            .send(via, vec![Request::Get { key: key.to_vec() }])
+            .await?
+            .pop()
+        {
+            Some(Response::Get { value }) => Ok(value),
+            other => panic!("unexpected answer to get: {other:?}"),
+        }
+    }
+
+    /// The node leading range `range_id`, if any node is.
+    pub fn leaseholder(&self, range_id: RangeId) -> Option<usize> {
+        (1..=self.len()).find(|&i| {
+            self.is_up(i)
+                && self
+                    .node(i)
+                    .replica_status(range_id)
+                    .is_some_and(|s| s.is_leader)
+        })
+    }
+
+    pub async fn wait_until(&self, timeout: Duration, what: &str, f: impl Fn(&Cluster) -> bool) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !f(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the range's descriptor (on its leaseholder) lists `n` voters.
+    pub async fn wait_for_voters(&self, range_id: RangeId, n: usize) {
+        self.wait_until(
+            Duration::from_secs(60),
+            &format!("{range_id} has {n} voters"),
+            |c| {
+                c.leaseholder(range_id)
+                    .and_then(|l| c.node(l).store())
+                    .and_then(|s| s.replica(range_id))
+                    .and_then(|r| r.descriptor())
+                    .is_some_and(|d| d.voters().count() >= n)
+            },
+        )
+        .await;
+    }
+}

@@ -360,6 +360,13 @@ pub fn node_liveness_key(node_id: NodeId) -> Vec<u8> {
     system_key_with_ids(SYSTEM_NODE_LIVENESS_TAG, &[node_id.0])
 }
 
+/// The span of every node liveness record.
+pub fn node_liveness_span() -> Span {
+    let prefix = system_key(SYSTEM_NODE_LIVENESS_TAG);
+    let end = prefix_end(&prefix);
+    Span::new(prefix, end)
+}
+
 /// The key of a SQL catalog descriptor (database, schema or table):
 /// `/System/Descriptor/<id>`.
 pub fn descriptor_key(id: u64) -> Vec<u8> {

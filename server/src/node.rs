@@ -1,0 +1,576 @@
+//! A Cairn node: one store on one RocksDB, the transport, and the loops that keep it in
+//! the cluster.
+//!
+//! ```text
+//!   cairn start --join A,B,C          a node with no id waits: either `cairn init` makes
+//!        │                            it bootstrap the cluster (node 1, range 1), or it
+//!        ▼                            asks a join address for an id until one answers
+//!   store ident on disk? ── yes ──▶ restart the store with that id
+//!        │ no
+//!        ▼
+//!   Init ─▶ node 1: bootstrap range 1      Join ─▶ the id counter in /System, +1
+//!
+//!   running: every second, write this node's liveness record (expires in 4.5 s), read
+//!   everyone's (addresses for the transport, who is live), and let the replicate queue
+//!   add replicas on live nodes to ranges this node leads.
+//! ```
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use cairn_kv::api::{self, BatchRequest, BoxFuture, Request, Response, Sender};
+use cairn_kv::checksum::{open, seal};
+use cairn_kv::hlc::Clock;
+use cairn_kv::keys;
+use cairn_kv::storage::rocksdb::RocksDb;
+use cairn_kv::storage::{Engine, Space, WriteBatch};
+use cairn_kv::{NodeId, RangeId, Timestamp};
+use cairn_range::raft::RaftTiming;
+use cairn_range::{Store, StoreConfig};
+use cairn_txn::{DistSender, NodeDialer};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::rpc::{ReplicaStatus, RpcRequest, RpcResponse};
+use crate::transport::{Handler, RaftChannel, Transport, TransportError};
+
+/// Default ports.
+pub const DEFAULT_SQL_PORT: u16 = 26257;
+pub const DEFAULT_RPC_PORT: u16 = 26357;
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+
+/// How a node runs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub store_dir: PathBuf,
+    /// Where to listen for other nodes (port 0: any free port).
+    pub listen_addr: String,
+    /// The address other nodes dial; defaults to the bound listen address.
+    pub advertise_addr: Option<String>,
+    pub http_addr: String,
+    pub sql_addr: String,
+    pub join: Vec<String>,
+    pub raft: RaftTiming,
+    /// Bound on serving one request end to end.
+    pub request_timeout: Duration,
+    pub liveness_interval: Duration,
+    pub liveness_ttl: Duration,
+}
+
+impl NodeConfig {
+    /// A node on `store_dir`, listening on loopback on free ports.
+    pub fn local(store_dir: PathBuf) -> Self {
+        NodeConfig {
+            store_dir,
+            listen_addr: "127.0.0.1:0".into(),
+            advertise_addr: None,
+            http_addr: "127.0.0.1:0".into(),
+            sql_addr: format!("127.0.0.1:{DEFAULT_SQL_PORT}"),
+            join: Vec::new(),
+            raft: RaftTiming::default(),
+            request_timeout: Duration::from_secs(5),
+            liveness_interval: Duration::from_secs(1),
+            liveness_ttl: Duration::from_millis(4500),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("network: {0}")]
+    Network(String),
+    #[error("{0}")]
+    Cluster(String),
+}
+
+/// A node's liveness record, in `/System/NodeLiveness/<id>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LivenessRecord {
+    pub node_id: NodeId,
+    pub addr: String,
+    pub sql_addr: String,
+    pub http_addr: String,
+    /// The record says the node is live until this HLC time.
+    pub expiration: Timestamp,
+}
+
+#[derive(Clone)]
+struct Running {
+    node_id: NodeId,
+    store: Arc<Store>,
+    dist: Arc<DistSender>,
+}
+
+pub struct Node {
+    /// This node, for handlers that hold `&Node` but need to start tasks.
+    me: Weak<Node>,
+    config: NodeConfig,
+    rpc_addr: String,
+    http_addr: String,
+    engine: Arc<dyn Engine>,
+    clock: Arc<Clock>,
+    transport: Arc<Transport>,
+    running: RwLock<Option<Running>>,
+    becoming: tokio::sync::Mutex<()>,
+    liveness: RwLock<Vec<LivenessRecord>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    stopped: AtomicBool,
+}
+
+const STORE_IDENT_TAG: u8 = 0x49; // 'I'
+const NODE_ID_GENERATOR: &str = "node";
+
+fn storage(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Storage(e.to_string())
+}
+
+impl Node {
+    /// Opens the store, starts listening and joins (or waits to be initialised).
+    pub async fn start(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
+        std::fs::create_dir_all(&config.store_dir).map_err(storage)?;
+        let engine: Arc<dyn Engine> = Arc::new(RocksDb::open(&config.store_dir).map_err(storage)?);
+        let listener = TcpListener::bind(&config.listen_addr)
+            .await
+            .map_err(|e| NodeError::Network(format!("listen on {}: {e}", config.listen_addr)))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| NodeError::Network(e.to_string()))?;
+        let rpc_addr = config
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+        let http_listener = TcpListener::bind(&config.http_addr)
+            .await
+            .map_err(|e| NodeError::Network(format!("listen on {}: {e}", config.http_addr)))?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|e| NodeError::Network(e.to_string()))?
+            .to_string();
+        let clock = Arc::new(Clock::system());
+        let transport = Transport::new(clock.clone(), rpc_addr.clone());
+        let node = Arc::new_cyclic(|me| Node {
+            me: me.clone(),
+            config,
+            rpc_addr,
+            http_addr,
+            engine,
+            clock,
+            transport: transport.clone(),
+            running: RwLock::new(None),
+            becoming: tokio::sync::Mutex::new(()),
+            liveness: RwLock::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
+        });
+        let handler: Weak<dyn Handler> = Arc::downgrade(&node) as Weak<dyn Handler>;
+        transport.set_handler(handler);
+        transport.serve(listener);
+        node.spawn(crate::http::serve(http_listener, Arc::downgrade(&node)));
+
+        match node.read_ident()? {
+            Some(id) => {
+                node.become_running(id).await?;
+            }
+            None if !node.config.join.is_empty() => {
+                let n = Arc::downgrade(&node);
+                node.spawn(async move { join_loop(n).await });
+            }
+            None => tracing::info!("no store ident and no --join: waiting for `cairn init`"),
+        }
+        let n = Arc::downgrade(&node);
+        node.spawn(async move { maintenance_loop(n).await });
+        tracing::info!(rpc = %node.rpc_addr, http = %node.http_addr, "node started");
+        Ok(node)
+    }
+
+    fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.lock().push(tokio::spawn(f));
+    }
+
+    pub fn rpc_addr(&self) -> &str {
+        &self.rpc_addr
+    }
+
+    pub fn http_addr(&self) -> &str {
+        &self.http_addr
+    }
+
+    pub fn sql_addr(&self) -> &str {
+        &self.config.sql_addr
+    }
+
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+
+    pub fn clock(&self) -> &Arc<Clock> {
+        &self.clock
+    }
+
+    /// The node's id, once it has one.
+    pub fn node_id(&self) -> Option<NodeId> {
+        self.running.read().as_ref().map(|r| r.node_id)
+    }
+
+    /// The node's store, once it runs.
+    pub fn store(&self) -> Option<Arc<Store>> {
+        self.running.read().as_ref().map(|r| r.store.clone())
+    }
+
+    /// The node's DistSender, once it runs.
+    pub fn dist_sender(&self) -> Option<Arc<DistSender>> {
+        self.running.read().as_ref().map(|r| r.dist.clone())
+    }
+
+    /// Whether the node serves (has an id and a running store).
+    pub fn is_serving(&self) -> bool {
+        self.running.read().is_some() && !self.stopped.load(Ordering::Acquire)
+    }
+
+    /// The liveness records read last, with whether each is live now.
+    pub fn liveness(&self) -> Vec<(LivenessRecord, bool)> {
+        let now = self.clock.now();
+        self.liveness
+            .read()
+            .iter()
+            .map(|r| (r.clone(), r.expiration > now))
+            .collect()
+    }
+
+    fn read_ident(&self) -> Result<Option<NodeId>, NodeError> {
+        let key = keys::store_ident_key();
+        let Some(stored) = self.engine.get(Space::Raft, &key).map_err(storage)? else {
+            return Ok(None);
+        };
+        let (tag, body) = open(&key, &key, &stored).map_err(storage)?;
+        let arr: [u8; 8] = body
+            .try_into()
+            .map_err(|_| NodeError::Storage("store ident is not 8 bytes".into()))?;
+        if tag != STORE_IDENT_TAG {
+            return Err(NodeError::Storage(format!("store ident has tag {tag}")));
+        }
+        Ok(Some(NodeId(u64::from_be_bytes(arr))))
+    }
+
+    fn write_ident(&self, id: NodeId) -> Result<(), NodeError> {
+        let key = keys::store_ident_key();
+        let mut b = WriteBatch::new();
+        b.put(
+            Space::Raft,
+            key.clone(),
+            seal(&key, STORE_IDENT_TAG, &id.0.to_be_bytes()),
+        );
+        self.engine.write(b, true).map_err(storage)
+    }
+
+    async fn become_running(self: &Arc<Self>, id: NodeId) -> Result<Running, NodeError> {
+        self.transport.set_node_id(id);
+        let store_config = StoreConfig {
+            node_id: id,
+            addr: self.rpc_addr.clone(),
+            raft: self.config.raft,
+            request_timeout: self.config.request_timeout,
+        };
+        let raft_channel = Arc::new(RaftChannel(self.transport.clone()));
+        let store = Store::open(
+            store_config,
+            self.engine.clone(),
+            raft_channel,
+            self.clock.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Storage(e.to_string()))?;
+        let dialer = Arc::new(Dialer {
+            node_id: id,
+            store: Arc::downgrade(&store),
+            transport: self.transport.clone(),
+        });
+        let dist = Arc::new(DistSender::new(dialer, self.config.request_timeout * 2));
+        let running = Running {
+            node_id: id,
+            store,
+            dist,
+        };
+        *self.running.write() = Some(running.clone());
+        tracing::info!(node = %id, "node serving");
+        Ok(running)
+    }
+
+    /// Bootstraps a new cluster on this node (it becomes node 1 and holds range 1).
+    async fn init(self: &Arc<Self>) -> Result<NodeId, String> {
+        let _b = self.becoming.lock().await;
+        if self.running.read().is_some() || self.read_ident().map_err(|e| e.to_string())?.is_some()
+        {
+            return Err("cluster is already initialized".into());
+        }
+        let id = NodeId(1);
+        self.write_ident(id).map_err(|e| e.to_string())?;
+        let running = self.become_running(id).await.map_err(|e| e.to_string())?;
+        running.store.bootstrap().await.map_err(|e| e.to_string())?;
+        let allocated = allocate_node_id(&running.dist).await?;
+        if allocated != id {
+            return Err(format!(
+                "node id counter of the new cluster started at {allocated}"
+            ));
+        }
+        self.heartbeat().await;
+        tracing::info!("cluster initialized");
+        Ok(id)
+    }
+
+    /// Writes this node's liveness record, then reads everyone's.
+    async fn heartbeat(&self) {
+        let Some(running) = self.running.read().clone() else {
+            return;
+        };
+        let record = LivenessRecord {
+            node_id: running.node_id,
+            addr: self.rpc_addr.clone(),
+            sql_addr: self.config.sql_addr.clone(),
+            http_addr: self.http_addr.clone(),
+            expiration: self.clock.now().add_duration(self.config.liveness_ttl),
+        };
+        let value = match postcard::to_stdvec(&record) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding liveness record");
+                return;
+            }
+        };
+        let put = BatchRequest::new(
+            RangeId(0),
+            vec![Request::Put {
+                key: keys::node_liveness_key(running.node_id),
+                value,
+            }],
+        );
+        if let Err(e) = running.dist.send(put).await {
+            tracing::warn!(error = %e, "liveness heartbeat failed");
+        }
+        let span = keys::node_liveness_span();
+        let scan = BatchRequest::new(RangeId(0), vec![Request::Scan { span, max_keys: 0 }]);
+        match running.dist.send(scan).await {
+            Ok(resp) => {
+                let mut records = Vec::new();
+                if let Some(Response::Scan { kvs, .. }) = resp.responses.into_iter().next() {
+                    for (k, v) in kvs {
+                        match postcard::from_bytes::<LivenessRecord>(&v) {
+                            Ok(r) => records.push(r),
+                            Err(e) => {
+                                tracing::warn!(key = %keys::pretty(&k), error = %e, "bad liveness record")
+                            }
+                        }
+                    }
+                }
+                for r in &records {
+                    self.transport.set_addr(r.node_id, r.addr.clone());
+                }
+                *self.liveness.write() = records;
+            }
+            Err(e) => tracing::warn!(error = %e, "reading liveness failed"),
+        }
+    }
+
+    /// The live nodes and their addresses.
+    pub fn live_nodes(&self) -> Vec<(NodeId, String)> {
+        self.liveness()
+            .into_iter()
+            .filter(|(_, live)| *live)
+            .map(|(r, _)| (r.node_id, r.addr))
+            .collect()
+    }
+
+    /// What this node's replica of `range_id` reports.
+    pub fn replica_status(&self, range_id: RangeId) -> Option<ReplicaStatus> {
+        let store = self.store()?;
+        let r = store.replica(range_id)?;
+        let s = r.status();
+        Some(ReplicaStatus {
+            is_leader: s.is_leader && s.stopped.is_none(),
+            applied_index: s.applied_index,
+            term: s.term,
+        })
+    }
+
+    /// Stops serving: loops, transport and replicas. The store stays on disk.
+    pub async fn shutdown(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+        self.transport.close();
+        let running = self.running.write().take();
+        if let Some(r) = running {
+            r.store.shutdown().await;
+        }
+        tracing::info!(rpc = %self.rpc_addr, "node stopped");
+    }
+}
+
+async fn allocate_node_id(dist: &DistSender) -> Result<NodeId, String> {
+    let inc = BatchRequest::new(
+        RangeId(0),
+        vec![Request::Increment {
+            key: keys::id_generator_key(NODE_ID_GENERATOR),
+            delta: 1,
+        }],
+    );
+    match dist
+        .send(inc)
+        .await
+        .map_err(|e| e.to_string())?
+        .responses
+        .first()
+    {
+        Some(Response::Increment { new_value }) => u64::try_from(*new_value)
+            .map(NodeId)
+            .map_err(|_| format!("node id counter is negative: {new_value}")),
+        other => Err(format!(
+            "unexpected answer to the node id increment: {other:?}"
+        )),
+    }
+}
+
+/// Asks the join addresses for a node id until one gives it.
+async fn join_loop(node: Weak<Node>) {
+    loop {
+        let Some(n) = node.upgrade() else { return };
+        if n.running.read().is_some() || n.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let targets: Vec<String> = n
+            .config
+            .join
+            .iter()
+            .filter(|a| **a != n.rpc_addr)
+            .cloned()
+            .collect();
+        for addr in targets {
+            let req = RpcRequest::Join {
+                addr: n.rpc_addr.clone(),
+            };
+            match n
+                .transport
+                .call_addr(&addr, req, Duration::from_secs(10))
+                .await
+            {
+                Ok(RpcResponse::Join { node_id, nodes }) => {
+                    let _b = n.becoming.lock().await;
+                    if n.running.read().is_some() {
+                        return;
+                    }
+                    for (id, a) in nodes {
+                        n.transport.set_addr(id, a);
+                    }
+                    if let Err(e) = n.write_ident(node_id) {
+                        tracing::error!(error = %e, "recording the node id");
+                        return;
+                    }
+                    match n.become_running(node_id).await {
+                        Ok(_) => tracing::info!(node = %node_id, via = %addr, "joined the cluster"),
+                        Err(e) => tracing::error!(error = %e, "starting the store after joining"),
+                    }
+                    return;
+                }
+                Ok(other) => tracing::warn!(?other, "unexpected answer to join"),
+                Err(TransportError::Remote(e)) => {
+                    tracing::debug!(%addr, error = %e, "join refused")
+                }
+                Err(e) => tracing::debug!(%addr, error = %e, "join failed"),
+            }
+        }
+        drop(n);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Liveness heartbeats and the replicate queue, once a second.
+async fn maintenance_loop(node: Weak<Node>) {
+    loop {
+        let Some(n) = node.upgrade() else { return };
+        let interval = n.config.liveness_interval;
+        if n.is_serving() {
+            n.heartbeat().await;
+            if let Some(store) = n.store() {
+                let live = n.live_nodes();
+                store.replicate_queue_pass(&live).await;
+            }
+        }
+        drop(n);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+impl Handler for Node {
+    fn handle(&self, req: RpcRequest) -> BoxFuture<'_, Result<RpcResponse, String>> {
+        Box::pin(async move {
+            let running = self.running.read().clone();
+            match req {
+                RpcRequest::Raft(msg) => {
+                    let r = running.ok_or("node has not joined a cluster")?;
+                    r.store.handle_raft(msg).await.map(RpcResponse::Raft)
+                }
+                RpcRequest::Batch(batch) => Ok(RpcResponse::Batch(match running {
+                    Some(r) => r.store.send_batch(batch).await,
+                    None => Err(api::Error::RangeNotFound {
+                        range_id: batch.header.range_id,
+                        node_id: NodeId(0),
+                    }),
+                })),
+                RpcRequest::Join { addr } => {
+                    let r = running.ok_or("this node has not joined a cluster yet")?;
+                    let node_id = allocate_node_id(&r.dist).await?;
+                    let mut nodes = self.transport.known_nodes();
+                    nodes.push((r.node_id, self.rpc_addr.clone()));
+                    tracing::info!(node = %node_id, %addr, "node joined");
+                    Ok(RpcResponse::Join { node_id, nodes })
+                }
+                RpcRequest::Init => {
+                    let me = self.me.upgrade().ok_or("node is shutting down")?;
+                    me.init().await.map(|node_id| RpcResponse::Init { node_id })
+                }
+                RpcRequest::RangeStatus(range_id) => {
+                    Ok(RpcResponse::RangeStatus(self.replica_status(range_id)))
+                }
+            }
+        })
+    }
+}
+
+/// Reaches nodes for the DistSender: this node's store directly, others by RPC.
+struct Dialer {
+    node_id: NodeId,
+    store: Weak<Store>,
+    transport: Arc<Transport>,
+}
+
+impl NodeDialer for Dialer {
+    fn sender(&self, node: NodeId) -> Arc<dyn Sender> {
+        if node == self.node_id
+            && let Some(store) = self.store.upgrade()
+        {
+            return store;
+        }
+        Arc::new(self.transport.sender(node))
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        let mut nodes = vec![self.node_id];
+        nodes.extend(
+            self.transport
+                .known_nodes()
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| *n != self.node_id),
+        );
+        nodes
+    }
+}

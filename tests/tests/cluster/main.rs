@@ -1,0 +1,3 @@
+//! The one integration-test binary: clusters of real nodes on RocksDB over TCP.
+
+mod replication;
