@@ -107,8 +107,12 @@ impl Drop for LogWriter {
     fn drop(&mut self) {
         self.tx.take();
         if let Some(t) = self.thread.take() {
-            // A panicked writer thread has already failed its jobs' callers.
-            let _ = t.join();
+            // The last handle can be dropped by a completion running on the writer thread
+            // itself; that thread ends on its own once the queue is closed.
+            if t.thread().id() != std::thread::current().id() {
+                // A panicked writer thread has already failed its jobs' callers.
+                let _ = t.join();
+            }
         }
     }
 }

@@ -123,6 +123,13 @@ impl Replica {
             GroupError::Unavailable(reason) | GroupError::Membership(reason) => {
                 api::Error::RangeUnavailable { range_id, reason }
             }
+            GroupError::Stopped(reason) if proposed => api::Error::AmbiguousResult {
+                range_id,
+                reason: format!(
+                    "replica on {} stopped with a write in flight: {reason}",
+                    self.node_id
+                ),
+            },
             GroupError::Stopped(reason) => api::Error::RangeUnavailable {
                 range_id,
                 reason: format!("replica on {} stopped: {reason}", self.node_id),

@@ -64,6 +64,9 @@ pub struct Store {
     transport: Arc<dyn RaftTransport>,
     clock: Arc<Clock>,
     replicas: RwLock<HashMap<RangeId, Arc<Replica>>>,
+    /// Replicas that failed to start, with the reason. They serve nothing and are not
+    /// recreated: their data is left for an operator to look at.
+    broken: RwLock<HashMap<RangeId, String>>,
     /// Serialises replica creation and removal.
     lifecycle: tokio::sync::Mutex<()>,
 }
@@ -88,10 +91,18 @@ impl Store {
             transport,
             clock,
             replicas: RwLock::new(HashMap::new()),
+            broken: RwLock::new(HashMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
         });
-        for (range_id, replica_id) in store.held_replicas()? {
-            store.start_replica(range_id, replica_id).await?;
+        let held = store.held_replicas()?;
+        tracing::info!(node = %store.config.node_id, replicas = ?held, "store opened");
+        for (range_id, replica_id) in held {
+            // A replica that cannot start (a damaged log, say) stays down and says why;
+            // the store's other replicas serve on.
+            if let Err(e) = store.start_replica(range_id, replica_id).await {
+                tracing::error!(range = %range_id, replica = %replica_id, error = %e, "replica refuses to start");
+                store.broken.write().insert(range_id, e.to_string());
+            }
         }
         Ok(store)
     }
@@ -193,6 +204,18 @@ impl Store {
         self.replicas.read().get(&range_id).cloned()
     }
 
+    /// Ranges whose replica on this store refused to start, and why.
+    pub fn broken_replicas(&self) -> Vec<(RangeId, String)> {
+        let mut v: Vec<_> = self
+            .broken
+            .read()
+            .iter()
+            .map(|(r, w)| (*r, w.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Every replica of the store, by range id.
     pub fn replicas(&self) -> Vec<Arc<Replica>> {
         let mut all: Vec<_> = self.replicas.read().values().cloned().collect();
@@ -252,6 +275,12 @@ impl Store {
             return Err(format!(
                 "message for {} delivered to {}",
                 msg.to_node, self.config.node_id
+            ));
+        }
+        if let Some(why) = self.broken.read().get(&msg.range_id) {
+            return Err(format!(
+                "{}: replica on {} is stopped: {why}",
+                msg.range_id, self.config.node_id
             ));
         }
         let replica = match self.replica(msg.range_id) {
@@ -318,6 +347,12 @@ impl Store {
     /// Serves a batch on the addressed range.
     pub async fn send_batch(&self, batch: BatchRequest) -> Result<BatchResponse, api::Error> {
         let range_id = batch.header.range_id;
+        if let Some(why) = self.broken.read().get(&range_id) {
+            return Err(api::Error::RangeUnavailable {
+                range_id,
+                reason: format!("replica on {} is stopped: {why}", self.config.node_id),
+            });
+        }
         match self.replica(range_id) {
             Some(r) => r.send(batch).await,
             None => Err(api::Error::RangeNotFound {
@@ -346,6 +381,9 @@ impl Store {
         }
     }
 
+    /// Adds learners on live nodes until voters plus learners reach `desired`, then
+    /// promotes them all in one membership change, so the range never passes through an
+    /// even number of voters (2 voters tolerate no failure, as 1 does, but need both).
     async fn upreplicate(
         &self,
         replica: &Replica,
@@ -357,33 +395,39 @@ impl Store {
         if voters.len() >= desired {
             return Ok(());
         }
-        // A learner left over from an interrupted attempt: promote it if its node lives.
-        let learner = desc
+        let is_live = |n: NodeId| live.iter().any(|(l, _)| *l == n);
+        // Learners left over from an interrupted attempt count if their node lives.
+        let mut promote: BTreeSet<ReplicaId> = desc
             .replicas
             .iter()
-            .find(|r| r.kind == ReplicaKind::Learner && live.iter().any(|(n, _)| *n == r.node_id));
-        let (new_id, node) = match learner {
-            Some(l) => (l.replica_id, None),
-            None => {
-                let Some((node_id, addr)) =
-                    live.iter().find(|(n, _)| desc.replica_on(*n).is_none())
-                else {
-                    return Ok(());
-                };
-                let node = ReplicaNode {
-                    node_id: *node_id,
-                    addr: addr.clone(),
-                };
-                (desc.next_replica_id, Some(node))
+            .filter(|r| r.kind == ReplicaKind::Learner && is_live(r.node_id))
+            .map(|r| r.replica_id)
+            .collect();
+        let mut next_id = desc.next_replica_id;
+        for (node_id, addr) in live {
+            if voters.len() + promote.len() >= desired {
+                break;
             }
-        };
-        if let Some(node) = node {
-            tracing::info!(range = %desc.range_id, replica = %new_id, node = %node.node_id, "adding learner");
-            replica.group().add_learner(new_id, node).await?;
+            if desc.replica_on(*node_id).is_some() {
+                continue;
+            }
+            let node = ReplicaNode {
+                node_id: *node_id,
+                addr: addr.clone(),
+            };
+            tracing::info!(range = %desc.range_id, replica = %next_id, node = %node_id, "adding learner");
+            replica.group().add_learner(next_id, node).await?;
+            promote.insert(next_id);
+            next_id = ReplicaId(next_id.0 + 1);
+        }
+        // Only a change that reaches an odd voter count is worth making now.
+        let target = voters.len() + promote.len();
+        if promote.is_empty() || (target < desired && target.is_multiple_of(2)) {
+            return Ok(());
         }
         let mut new_voters = voters;
-        new_voters.insert(new_id);
-        tracing::info!(range = %desc.range_id, voters = ?new_voters, "promoting to voter");
+        new_voters.extend(promote);
+        tracing::info!(range = %desc.range_id, voters = ?new_voters, "promoting learners to voters");
         replica.group().set_voters(new_voters).await
     }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use cairn_kv::api::{self, BatchRequest, BoxFuture, Request, Response};
 use cairn_kv::hlc::Clock;
-use cairn_kv::storage::memory::Memory;
 use cairn_kv::{NodeId, RangeId};
 use parking_lot::Mutex;
 
@@ -64,7 +63,7 @@ fn test_engine() -> Arc<dyn cairn_kv::storage::Engine> {
     }
     #[cfg(not(feature = "rocksdb"))]
     {
-        Arc::new(Memory::new())
+        Arc::new(cairn_kv::storage::memory::Memory::new())
     }
 }
 
@@ -97,14 +96,9 @@ impl Cluster {
                 raft: fast_timing(),
                 request_timeout: Duration::from_secs(3),
             };
-            let store = Store::open(
-                config,
-                Arc::new(Memory::new()),
-                transport,
-                Arc::new(Clock::system()),
-            )
-            .await
-            .unwrap();
+            let store = Store::open(config, test_engine(), transport, Arc::new(Clock::system()))
+                .await
+                .unwrap();
             net.lock().stores.insert(node, Arc::downgrade(&store));
             stores.push(Some(store));
         }

@@ -124,6 +124,7 @@ pub struct Node {
 }
 
 const STORE_IDENT_TAG: u8 = 0x49; // 'I'
+const ADDRESS_BOOK_TAG: u8 = 0x41; // 'A'
 const NODE_ID_GENERATOR: &str = "node";
 
 fn storage(e: impl std::fmt::Display) -> NodeError {
@@ -170,9 +171,10 @@ impl Node {
         });
         let handler: Weak<dyn Handler> = Arc::downgrade(&node) as Weak<dyn Handler>;
         transport.set_handler(handler);
-        transport.serve(listener);
+        node.tasks.lock().push(transport.serve(listener));
         node.spawn(crate::http::serve(http_listener, Arc::downgrade(&node)));
 
+        node.load_address_book()?;
         match node.read_ident()? {
             Some(id) => {
                 node.become_running(id).await?;
@@ -243,6 +245,33 @@ impl Node {
             .collect()
     }
 
+    /// Persists the transport's address book, so a restarted node can reach its peers
+    /// before it has read anyone's liveness record.
+    fn save_address_book(&self) -> Result<(), NodeError> {
+        let key = keys::store_addresses_key();
+        let body = postcard::to_stdvec(&self.transport.known_nodes()).map_err(storage)?;
+        let mut b = WriteBatch::new();
+        b.put(
+            Space::Raft,
+            key.clone(),
+            seal(&key, ADDRESS_BOOK_TAG, &body),
+        );
+        self.engine.write(b, false).map_err(storage)
+    }
+
+    fn load_address_book(&self) -> Result<(), NodeError> {
+        let key = keys::store_addresses_key();
+        let Some(stored) = self.engine.get(Space::Raft, &key).map_err(storage)? else {
+            return Ok(());
+        };
+        let (_, body) = open(&key, &key, &stored).map_err(storage)?;
+        let book: Vec<(NodeId, String)> = postcard::from_bytes(body).map_err(storage)?;
+        for (n, a) in book {
+            self.transport.set_addr(n, a);
+        }
+        Ok(())
+    }
+
     fn read_ident(&self) -> Result<Option<NodeId>, NodeError> {
         let key = keys::store_ident_key();
         let Some(stored) = self.engine.get(Space::Raft, &key).map_err(storage)? else {
@@ -291,7 +320,7 @@ impl Node {
             store: Arc::downgrade(&store),
             transport: self.transport.clone(),
         });
-        let dist = Arc::new(DistSender::new(dialer, self.config.request_timeout * 2));
+        let dist = Arc::new(DistSender::new(dialer, self.config.request_timeout));
         let running = Running {
             node_id: id,
             store,
@@ -370,6 +399,14 @@ impl Node {
                 }
                 for r in &records {
                     self.transport.set_addr(r.node_id, r.addr.clone());
+                }
+                let changed = {
+                    let old = self.liveness.read();
+                    old.len() != records.len()
+                        || old.iter().zip(&records).any(|(a, b)| a.addr != b.addr)
+                };
+                if changed && let Err(e) = self.save_address_book() {
+                    tracing::warn!(error = %e, "saving the address book");
                 }
                 *self.liveness.write() = records;
             }
@@ -516,7 +553,7 @@ impl Handler for Node {
             match req {
                 RpcRequest::Raft(msg) => {
                     let r = running.ok_or("node has not joined a cluster")?;
-                    r.store.handle_raft(msg).await.map(RpcResponse::Raft)
+                    r.store.handle_raft(*msg).await.map(RpcResponse::Raft)
                 }
                 RpcRequest::Batch(batch) => Ok(RpcResponse::Batch(match running {
                     Some(r) => r.store.send_batch(batch).await,

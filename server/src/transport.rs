@@ -100,6 +100,10 @@ pub enum TransportError {
     Unreachable(String, String),
     #[error("no answer from {0} within {1:?}")]
     Timeout(String, Duration),
+    /// The connection broke after the request was sent: it may or may not have been
+    /// handled.
+    #[error("connection to {0} lost with the request in flight")]
+    Lost(String),
     #[error("{0}")]
     Remote(String),
 }
@@ -115,11 +119,10 @@ struct Conn {
 }
 
 impl Conn {
+    /// Marks the connection dead; callers waiting on it see their request lost.
     fn close(&self) {
         self.alive.store(false, Ordering::Release);
-        for (_, tx) in self.pending.lock().drain() {
-            let _ = tx.send(Err("connection closed".into()));
-        }
+        self.pending.lock().clear();
     }
 }
 
@@ -135,6 +138,8 @@ pub struct Transport {
     faults: Faults,
     next_id: AtomicU64,
     closed: AtomicBool,
+    /// Reader and writer tasks of every connection, aborted on close.
+    conn_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// How long a refused dial keeps a peer from being dialled again.
@@ -156,6 +161,7 @@ impl Transport {
             faults: Faults::default(),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
+            conn_tasks: Mutex::new(Vec::new()),
         })
     }
 
@@ -186,6 +192,16 @@ impl Transport {
         }
     }
 
+    /// Records `addr` for `node` unless an address is known already.
+    pub fn learn_addr(&self, node: NodeId, addr: &str) {
+        if node.0 != 0 && !addr.is_empty() && !self.addrs.read().contains_key(&node) {
+            self.addrs
+                .write()
+                .entry(node)
+                .or_insert_with(|| addr.to_string());
+        }
+    }
+
     /// Every node whose address is known.
     pub fn known_nodes(&self) -> Vec<(NodeId, String)> {
         let mut v: Vec<_> = self
@@ -198,8 +214,8 @@ impl Transport {
         v
     }
 
-    /// Accepts connections until the transport closes.
-    pub fn serve(self: &Arc<Self>, listener: TcpListener) {
+    /// Accepts connections until the returned task is aborted.
+    pub fn serve(self: &Arc<Self>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
@@ -217,7 +233,7 @@ impl Transport {
                 let _ = stream.set_nodelay(true);
                 me.clone().start_conn(stream, None);
             }
-        });
+        })
     }
 
     /// Stops using every connection; later calls fail.
@@ -225,6 +241,10 @@ impl Transport {
         self.closed.store(true, Ordering::Release);
         for (_, c) in self.conns.lock().drain() {
             c.close();
+        }
+        // Dropping the tasks drops the sockets: peers see the connections end.
+        for t in self.conn_tasks.lock().drain(..) {
+            t.abort();
         }
     }
 
@@ -242,8 +262,12 @@ impl Transport {
             node_id: self.node_id().0,
             addr: self.addr.clone(),
         };
-        tokio::spawn(write_loop(writer, hello, rx, conn.clone()));
-        tokio::spawn(self.clone().read_loop(reader, conn.clone()));
+        let w = tokio::spawn(write_loop(writer, hello, rx, conn.clone()));
+        let r = tokio::spawn(self.clone().read_loop(reader, conn.clone()));
+        let mut tasks = self.conn_tasks.lock();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(w);
+        tasks.push(r);
         conn
     }
 
@@ -545,7 +569,12 @@ impl RaftTransport for RaftChannel {
     ) -> BoxFuture<'_, Result<RaftReply, String>> {
         Box::pin(async move {
             let to = msg.to_node;
-            match self.0.call(to, RpcRequest::Raft(msg), timeout).await {
+            self.0.learn_addr(to, &msg.to_addr);
+            match self
+                .0
+                .call(to, RpcRequest::Raft(Box::new(msg)), timeout)
+                .await
+            {
                 Ok(RpcResponse::Raft(reply)) => Ok(reply),
                 Ok(other) => Err(format!("unexpected answer from {to}: {other:?}")),
                 Err(e) => Err(e.to_string()),

@@ -5,6 +5,8 @@
 //! crash would: nothing is flushed on the way out), restart them on their stores, and
 //! cut or delay links through each node's transport fault layer.
 
+pub mod linearizability;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,6 +114,11 @@ impl Cluster {
         panic!("node {} did not start: {last:?}", i + 1);
     }
 
+    /// The store directory of node `i` (1-based).
+    pub fn store_dir(&self, i: usize) -> &std::path::Path {
+        &self.stores[i - 1]
+    }
+
     /// Node `i` (1-based).
     pub fn node(&self, i: usize) -> &Arc<Node> {
         self.nodes[i - 1].as_ref().expect("node is up")
@@ -205,6 +212,40 @@ impl Cluster {
             Some(Response::Get { value }) => Ok(value),
             other => panic!("unexpected answer to get: {other:?}"),
         }
+    }
+
+    /// Every version of `key` on every live node's engine, for failure messages.
+    pub fn debug_versions(&self, key: &[u8]) -> String {
+        use cairn_kv::mvcc::key::{after_user_key, decode, meta_key};
+        use cairn_kv::storage::{Space, scan_all};
+        let mut out = String::new();
+        for i in 1..=self.len() {
+            let Some(store) = self.nodes[i - 1].as_ref().and_then(|n| n.store()) else {
+                continue;
+            };
+            let entries = scan_all(
+                &**store.engine(),
+                Space::Data,
+                &meta_key(key),
+                Some(&after_user_key(key)),
+                false,
+            );
+            let shown: Vec<String> = match entries {
+                Ok(kvs) => kvs
+                    .iter()
+                    .map(|(k, _)| format!("{:?}", decode(k).map(|d| d.ts)))
+                    .collect(),
+                Err(e) => vec![e.to_string()],
+            };
+            let status = store.replica(RangeId(1)).map(|r| r.status());
+            out.push_str(&format!(
+                "[n{i}: versions {shown:?}, clock {:?}, applied {:?}, leader {:?}] ",
+                store.clock().now(),
+                status.as_ref().map(|s| s.applied_index),
+                status.as_ref().map(|s| s.is_leader)
+            ));
+        }
+        out
     }
 
     /// The node leading range `range_id`, if any node is.

@@ -41,22 +41,31 @@ pub trait NodeDialer: Send + Sync {
 pub struct DistSender {
     dialer: Arc<dyn NodeDialer>,
     cache: RangeCache,
+    /// How long one replica is given to answer.
+    attempt_timeout: Duration,
+    /// How long a batch may take in all.
     timeout: Duration,
 }
 
 /// Leaseholder hints followed in a row before trying the next replica.
 const MAX_HINT_HOPS: usize = 5;
 
-/// The share of a batch's deadline one attempt on one replica may take: a replica behind
-/// a partition swallows requests silently, and must not take the whole deadline with it.
-const ATTEMPTS_PER_DEADLINE: u32 = 4;
+/// How much longer than a replica's own request deadline we wait for its answer. A
+/// replica answers within its deadline (with an error if need be); one that does not is
+/// down or behind a partition, and a write sent to it has an unknown outcome.
+const ATTEMPT_MARGIN: Duration = Duration::from_secs(1);
+
+/// How many replica deadlines a batch may spend in all, across retries.
+const ATTEMPTS_PER_BATCH: u32 = 3;
 
 impl DistSender {
-    pub fn new(dialer: Arc<dyn NodeDialer>, timeout: Duration) -> Self {
+    /// A DistSender for replicas that serve a request within `request_timeout`.
+    pub fn new(dialer: Arc<dyn NodeDialer>, request_timeout: Duration) -> Self {
         DistSender {
             dialer,
             cache: RangeCache::new(),
-            timeout,
+            attempt_timeout: request_timeout + ATTEMPT_MARGIN,
+            timeout: request_timeout * ATTEMPTS_PER_BATCH + ATTEMPT_MARGIN,
         }
     }
 
@@ -143,8 +152,7 @@ impl DistSender {
         let mut hops = 0;
         while i < order.len() {
             let node = order[i];
-            let attempt_deadline =
-                deadline.min(tokio::time::Instant::now() + self.timeout / ATTEMPTS_PER_DEADLINE);
+            let attempt_deadline = deadline.min(tokio::time::Instant::now() + self.attempt_timeout);
             let sent = tokio::time::timeout_at(
                 attempt_deadline,
                 self.dialer.sender(node).send(batch.clone()),
@@ -155,6 +163,13 @@ impl DistSender {
                     return Err(Routing::Retry(
                         last.unwrap_or_else(|| timeout_error(desc.range_id)),
                     ));
+                }
+                // A write that got no answer may have been applied: say so, never retry it.
+                Err(_) if batch.is_write() => {
+                    return Err(Routing::Fail(api::Error::AmbiguousResult {
+                        range_id: desc.range_id,
+                        reason: format!("no answer from {node} in time"),
+                    }));
                 }
                 Err(_) => Err(api::Error::NodeUnreachable {
                     node_id: node,
@@ -285,8 +300,7 @@ impl DistSender {
         let mut i = 0;
         while i < order.len() {
             let node = order[i];
-            let attempt_deadline =
-                deadline.min(tokio::time::Instant::now() + self.timeout / ATTEMPTS_PER_DEADLINE);
+            let attempt_deadline = deadline.min(tokio::time::Instant::now() + self.attempt_timeout);
             let sent = tokio::time::timeout_at(
                 attempt_deadline,
                 self.dialer.sender(node).send(batch.clone()),

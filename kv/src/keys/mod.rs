@@ -114,6 +114,7 @@ const RAFT_TRUNCATED_STATE_SUFFIX: &[u8; LOCAL_SUFFIX_LEN] = b"rftt";
 const RAFT_REPLICA_ID_SUFFIX: &[u8; LOCAL_SUFFIX_LEN] = b"rrid";
 
 const STORE_IDENT_NAME: &[u8] = b"ident";
+const STORE_ADDRESSES_NAME: &[u8] = b"nodeaddrs";
 
 const SYSTEM_NODE_LIVENESS_TAG: &[u8; 4] = b"lvns";
 const SYSTEM_DESCRIPTOR_TAG: &[u8; 4] = b"desc";
@@ -320,6 +321,11 @@ pub fn decode_raft_log_key(key: &[u8]) -> Result<(RangeId, u64)> {
 /// bootstrapped.
 pub fn store_ident_key() -> Vec<u8> {
     [LOCAL_STORE_PREFIX, STORE_IDENT_NAME].concat()
+}
+
+/// The key of the store's address book: the last known address of every node.
+pub fn store_addresses_key() -> Vec<u8> {
+    [LOCAL_STORE_PREFIX, STORE_ADDRESSES_NAME].concat()
 }
 
 /// The meta key of a range ending at `end_key`: `0x02 ++ end_key`, the key unescaped.

@@ -44,7 +44,8 @@ use cairn_kv::{NodeId, RangeId};
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::{ChangeMembers, Config, Raft, ReadPolicy, ServerState};
@@ -104,6 +105,9 @@ pub struct RaftEnvelope {
     pub to: ReplicaId,
     /// The node holding `to`.
     pub to_node: NodeId,
+    /// That node's address when the replica was added (the transport prefers the
+    /// address it knows now).
+    pub to_addr: String,
     pub body: RaftRequest,
 }
 
@@ -112,6 +116,8 @@ pub struct RaftEnvelope {
 pub enum RaftRequest {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
+    /// The leader asks the target to take over leadership now.
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
     /// A piece of a snapshot; see [`network`] for the stream.
     Snapshot(SnapshotChunk),
 }
@@ -121,6 +127,7 @@ pub enum RaftRequest {
 pub enum RaftReply {
     AppendEntries(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
     /// A non-final snapshot chunk was staged.
     SnapshotChunkStaged,
     /// The final chunk arrived and the snapshot was installed (or refused: the vote in
@@ -440,6 +447,12 @@ impl RaftGroup {
                 .vote(req)
                 .await
                 .map(RaftReply::Vote)
+                .map_err(|e| e.to_string()),
+            RaftRequest::TransferLeader(req) => self
+                .raft
+                .handle_transfer_leader(req)
+                .await
+                .map(RaftReply::TransferLeader)
                 .map_err(|e| e.to_string()),
             RaftRequest::Snapshot(chunk) => self.receive_snapshot_chunk(chunk).await,
         }

@@ -29,7 +29,8 @@ use openraft::OptionalSend;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 
@@ -91,6 +92,7 @@ impl NetClient {
             from: self.from,
             to: self.to,
             to_node: self.node.node_id,
+            to_addr: self.node.addr.clone(),
             body,
         };
         self.transport.send(msg, timeout).await
@@ -216,6 +218,23 @@ impl RaftNetworkV2<TypeConfig> for NetClient {
             .map_err(rpc_error)?
         {
             RaftReply::Vote(r) => Ok(r),
+            other => Err(RPCError::Network(NetworkError::from_string(
+                self.unexpected(&other),
+            ))),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(RaftRequest::TransferLeader(req), option.soft_ttl())
+            .await
+            .map_err(rpc_error)?
+        {
+            RaftReply::TransferLeader(r) => Ok(r),
             other => Err(RPCError::Network(NetworkError::from_string(
                 self.unexpected(&other),
             ))),

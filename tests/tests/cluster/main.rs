@@ -1,3 +1,4 @@
 //! The one integration-test binary: clusters of real nodes on RocksDB over TCP.
 
+mod linearizability;
 mod replication;

@@ -55,6 +55,19 @@ impl Writer {
     }
 }
 
+/// A write to a range that cannot commit fails with a clear error (nothing was applied,
+/// or the outcome is unknown), well within a deadline.
+fn assert_unavailable_within(err: &api::Error, took: Duration) {
+    assert!(
+        matches!(
+            err,
+            api::Error::RangeUnavailable { .. } | api::Error::AmbiguousResult { .. }
+        ),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(15), "answered after {took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_leaseholder_loses_no_acknowledged_write() {
     let c = Cluster::start(3).await;
@@ -91,12 +104,18 @@ async fn killing_the_leaseholder_loses_no_acknowledged_write() {
     );
 
     let c = cluster.read().await;
-    for (k, v) in writer.acked.lock().iter() {
-        assert_eq!(
-            c.get(via, k).await.unwrap().as_ref(),
-            Some(v),
-            "acknowledged write lost"
-        );
+    let acked = writer.acked.lock().clone();
+    for (k, v) in &acked {
+        let got = c.get(via, k).await.unwrap();
+        if got.as_ref() != Some(v) {
+            panic!(
+                "acknowledged write lost: {} (of {} acked); leaseholder now {:?}; on disk: {}",
+                String::from_utf8_lossy(k),
+                acked.len(),
+                c.leaseholder(RangeId(1)),
+                c.debug_versions(k)
+            );
+        }
     }
     // Errors during failover are clear ones, never silent.
     for e in writer.errors.lock().iter() {
@@ -119,20 +138,19 @@ async fn a_partitioned_leaseholder_commits_nothing_and_the_majority_serves() {
     // The isolated side answers with a clear error within the deadline.
     let started = Instant::now();
     let err = c.put(leader, b"minority", b"x").await.unwrap_err();
-    let took = started.elapsed();
-    assert!(
-        matches!(
-            err,
-            api::Error::RangeUnavailable { .. } | api::Error::AmbiguousResult { .. }
-        ),
-        "{err}"
-    );
-    assert!(
-        took < Duration::from_secs(15),
-        "the minority answered after {took:?}"
-    );
-    // The majority elects a leader and commits.
-    c.put(others[0], b"majority", b"y").await.unwrap();
+    assert_unavailable_within(&err, started.elapsed());
+    // The majority elects a leader and commits. A client whose first try went to the
+    // isolated leader cannot know whether that try took effect (AmbiguousResult); it
+    // retries its idempotent put.
+    let started = Instant::now();
+    loop {
+        match c.put(others[0], b"majority", b"y").await {
+            Ok(()) => break,
+            Err(api::Error::AmbiguousResult { .. })
+                if started.elapsed() < Duration::from_secs(20) => {}
+            Err(e) => panic!("the majority side did not commit: {e}"),
+        }
+    }
     assert_eq!(
         c.get(others[1], b"majority").await.unwrap().as_deref(),
         Some(&b"y"[..])
@@ -154,4 +172,158 @@ async fn a_partitioned_leaseholder_commits_nothing_and_the_majority_serves() {
         c.get(leader, b"majority").await.unwrap().as_deref(),
         Some(&b"y"[..])
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_quorum_fails_clearly_and_loses_nothing() {
+    let mut c = Cluster::start(3).await;
+    for i in 0..20u32 {
+        c.put(1, format!("q{i:02}").as_bytes(), &i.to_be_bytes())
+            .await
+            .unwrap();
+    }
+    let survivor = c.leaseholder(RangeId(1)).unwrap_or(1);
+    let doomed: Vec<usize> = (1..=3).filter(|&n| n != survivor).collect();
+    for &n in &doomed {
+        c.kill(n).await;
+    }
+    let started = Instant::now();
+    let err = c.put(survivor, b"no-quorum", b"x").await.unwrap_err();
+    let took = started.elapsed();
+    assert_unavailable_within(&err, took);
+    assert!(
+        err.to_string().contains("unavailable"),
+        "the error says the range is unavailable: {err}"
+    );
+    let err = c.get(survivor, b"q00").await.unwrap_err();
+    assert!(matches!(err, api::Error::RangeUnavailable { .. }), "{err}");
+
+    for &n in &doomed {
+        c.restart(n).await;
+    }
+    for i in 0..20u32 {
+        let got = c
+            .get(doomed[0], format!("q{i:02}").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            Some(i.to_be_bytes().to_vec()),
+            "acknowledged write lost after quorum came back"
+        );
+    }
+    c.put(doomed[1], b"after", b"quorum").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_catches_up_and_serves() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leaseholder(RangeId(1)).unwrap();
+    let follower = (1..=3).find(|&n| n != leader).unwrap();
+    c.kill(follower).await;
+    for i in 0..50u32 {
+        c.put(leader, format!("r{i:02}").as_bytes(), b"v")
+            .await
+            .unwrap();
+    }
+    c.restart(follower).await;
+    c.wait_until(
+        Duration::from_secs(30),
+        "the restarted node catches up",
+        |c| {
+            let applied = |n| {
+                c.node(n)
+                    .replica_status(RangeId(1))
+                    .map(|s| s.applied_index)
+                    .unwrap_or(0)
+            };
+            c.node(follower).is_serving() && applied(follower) >= applied(leader)
+        },
+    )
+    .await;
+    // Move the lease to the restarted node: it serves every write made while it was down.
+    let store = c.node(leader).store().unwrap();
+    let replica = store.replica(RangeId(1)).unwrap();
+    let target = replica
+        .descriptor()
+        .unwrap()
+        .replica_on(cairn_kv::NodeId(follower as u64))
+        .unwrap()
+        .replica_id;
+    replica.group().transfer_leader(target).await.unwrap();
+    c.wait_until(Duration::from_secs(20), "the restarted node leads", |c| {
+        c.leaseholder(RangeId(1)) == Some(follower)
+    })
+    .await;
+    for i in 0..50u32 {
+        assert_eq!(
+            c.get(follower, format!("r{i:02}").as_bytes())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&b"v"[..])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_log_entry_stops_that_replica_and_says_why() {
+    use cairn_kv::keys;
+    use cairn_kv::storage::rocksdb::RocksDb;
+    use cairn_kv::storage::{Engine, Reader, Space, WriteBatch};
+
+    let mut c = Cluster::start(3).await;
+    for i in 0..10u32 {
+        c.put(1, format!("c{i}").as_bytes(), b"v").await.unwrap();
+    }
+    let leader = c.leaseholder(RangeId(1)).unwrap();
+    let victim = (1..=3).find(|&n| n != leader).unwrap();
+    c.kill(victim).await;
+    {
+        // Flip one bit of the last entry of the victim's Raft log, as a bad disk would.
+        let db = RocksDb::open(c.store_dir(victim)).unwrap();
+        let prefix = keys::raft_log_prefix(RangeId(1));
+        let end = keys::prefix_end(&prefix);
+        let mut it = db.iter(Space::Raft, &prefix, Some(&end)).unwrap();
+        it.seek_to_last().unwrap();
+        let (k, v) = it
+            .current()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .expect("a log entry");
+        drop(it);
+        let mut damaged = v.clone();
+        let mid = damaged.len() / 2;
+        damaged[mid] ^= 0x10;
+        let mut b = WriteBatch::new();
+        b.put(Space::Raft, k, damaged);
+        db.write(b, true).unwrap();
+    }
+    c.restart(victim).await;
+    c.wait_until(Duration::from_secs(20), "the victim serves", |c| {
+        c.node(victim).is_serving()
+    })
+    .await;
+    let store = c.node(victim).store().unwrap();
+    let broken = store.broken_replicas();
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    assert_eq!(broken[0].0, RangeId(1));
+    assert!(
+        broken[0].1.contains("checksum"),
+        "the reason names the checksum: {}",
+        broken[0].1
+    );
+    // The damaged replica refuses requests, with its reason; the others serve.
+    let ba = cairn_kv::api::BatchRequest::new(
+        RangeId(1),
+        vec![cairn_kv::api::Request::Get {
+            key: b"c1".to_vec(),
+        }],
+    );
+    let err = store.send_batch(ba).await.unwrap_err();
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert_eq!(
+        c.get(leader, b"c9").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    c.put(leader, b"still", b"serving").await.unwrap();
 }
