@@ -175,6 +175,7 @@ impl Replica {
     pub async fn send(&self, batch: BatchRequest) -> Result<BatchResponse, api::Error> {
         let range_id = self.range_id;
         let Some(desc) = self.descriptor() else {
+            tracing::warn!(range = %range_id, replica = %self.replica_id(), status = ?self.status(), "request for a replica that has no descriptor yet");
             return Err(api::Error::RangeNotFound {
                 range_id,
                 node_id: self.node_id,

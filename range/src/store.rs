@@ -268,6 +268,32 @@ impl Store {
         Ok(desc)
     }
 
+    /// Creates a range with no data and no descriptor, replicated on `members` (this
+    /// store holding the first), for measuring what idle Raft groups cost. The other
+    /// members create their replicas when the first message arrives.
+    pub async fn create_idle_group(
+        &self,
+        range_id: RangeId,
+        members: &[(ReplicaId, ReplicaNode)],
+    ) -> Result<(), StoreError> {
+        let Some((mine, _)) = members
+            .iter()
+            .find(|(_, n)| n.node_id == self.config.node_id)
+        else {
+            return Err(StoreError::Storage(format!(
+                "{range_id}: this store is not among the members"
+            )));
+        };
+        let _l = self.lifecycle.lock().await;
+        if self.replica(range_id).is_some() {
+            return Ok(());
+        }
+        self.record_replica_id(range_id, *mine).await?;
+        let replica = self.start_replica(range_id, *mine).await?;
+        replica.group().initialize(members).await?;
+        Ok(())
+    }
+
     /// Handles a Raft message for one of this store's replicas, creating the replica if
     /// this is the first message for it.
     pub async fn handle_raft(&self, msg: RaftEnvelope) -> Result<RaftReply, String> {
@@ -355,10 +381,13 @@ impl Store {
         }
         match self.replica(range_id) {
             Some(r) => r.send(batch).await,
-            None => Err(api::Error::RangeNotFound {
-                range_id,
-                node_id: self.config.node_id,
-            }),
+            None => {
+                tracing::warn!(node = %self.config.node_id, range = %range_id, held = ?self.replicas.read().keys().collect::<Vec<_>>(), "request for a range this store does not hold");
+                Err(api::Error::RangeNotFound {
+                    range_id,
+                    node_id: self.config.node_id,
+                })
+            }
         }
     }
 

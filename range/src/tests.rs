@@ -265,7 +265,7 @@ async fn minority_side_of_a_partition_commits_nothing() {
     );
     // The majority elects a leader and serves; the minority's write never happened.
     let mut served = None;
-    for _ in 0..100 {
+    for _ in 0..300 {
         for n in [2, 3] {
             let ba = BatchRequest::new(RangeId(1), vec![get("a")]);
             if let Ok(r) = c.store(n).send_batch(ba).await {

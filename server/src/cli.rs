@@ -24,6 +24,75 @@ pub enum Command {
     Start(StartArgs),
     /// Bootstrap a new cluster on a started node.
     Init(InitArgs),
+    /// Run a local cluster in this process until Ctrl-C.
+    Demo(DemoArgs),
+    /// Measure a running cluster (and etcd, for comparison).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Tools for debugging and benchmarking a running cluster.
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Closed-loop puts of fresh keys: throughput and latency.
+    KvPut(KvPutArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KvPutArgs {
+    /// RPC address of a Cairn node (omit to measure only etcd).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// host:port of an etcd member's client API, to measure etcd the same way.
+    #[arg(long)]
+    pub etcd: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Seconds to run each target.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    #[arg(long, default_value_t = 256)]
+    pub value_bytes: usize,
+    /// Print one JSON object per target instead of a table row.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DebugCommand {
+    /// Create empty, idle ranges replicated on three nodes (to measure their cost).
+    IdleRanges(IdleRangesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct IdleRangesArgs {
+    /// RPC address of the node to create them from.
+    #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_RPC_PORT}"))]
+    pub host: String,
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// How many nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Keep the stores in this directory (one subdirectory per node) instead of a
+    /// temporary one removed at exit.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// SQL port of the first node; node i gets this plus i-1.
+    #[arg(long, default_value_t = DEFAULT_SQL_PORT)]
+    pub sql_port: u16,
+    /// HTTP port of the first node; node i gets this plus i-1.
+    #[arg(long, default_value_t = DEFAULT_HTTP_PORT)]
+    pub http_port: u16,
+    /// RPC port of the first node; node i gets this plus i-1.
+    #[arg(long, default_value_t = DEFAULT_RPC_PORT)]
+    pub rpc_port: u16,
 }
 
 #[derive(Args, Debug)]
@@ -65,6 +134,9 @@ pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Start(args) => start(args).await,
         Command::Init(args) => init(args).await,
+        Command::Demo(args) => demo(args).await,
+        Command::Bench(BenchCommand::KvPut(args)) => kv_put(args).await,
+        Command::Debug(DebugCommand::IdleRanges(args)) => idle_ranges(args).await,
     }
 }
 
@@ -118,6 +190,149 @@ async fn init(args: InitArgs) -> i32 {
     {
         Ok(RpcResponse::Init { node_id }) => {
             println!("cluster initialized; {} holds the first range", node_id);
+            0
+        }
+        Ok(other) => {
+            eprintln!("error: unexpected answer: {other:?}");
+            1
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+async fn demo(args: DemoArgs) -> i32 {
+    match run_demo(args).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+async fn run_demo(args: DemoArgs) -> Result<(), String> {
+    if args.nodes == 0 {
+        return Err("--nodes must be at least 1".into());
+    }
+    let port = |base: u16, i: usize| -> Result<u16, String> {
+        u16::try_from(usize::from(base) + i).map_err(|_| format!("port {base}+{i} is out of range"))
+    };
+    // A temporary directory lives until the demo ends.
+    let temp = match &args.store {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?),
+    };
+    let root = match (&args.store, &temp) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(t)) => t.path().to_path_buf(),
+        (None, None) => return Err("no store directory".into()),
+    };
+    let first_rpc = format!("127.0.0.1:{}", args.rpc_port);
+    let mut nodes = Vec::new();
+    for i in 0..args.nodes {
+        let mut config = NodeConfig::local(root.join(format!("n{}", i + 1)));
+        config.listen_addr = format!("127.0.0.1:{}", port(args.rpc_port, i)?);
+        config.http_addr = format!("127.0.0.1:{}", port(args.http_port, i)?);
+        config.sql_addr = format!("127.0.0.1:{}", port(args.sql_port, i)?);
+        if i > 0 {
+            config.join = vec![first_rpc.clone()];
+        }
+        nodes.push(Node::start(config).await.map_err(|e| e.to_string())?);
+    }
+    if !nodes[0].is_serving() {
+        match nodes[0]
+            .transport()
+            .call_addr(&first_rpc, RpcRequest::Init, Duration::from_secs(60))
+            .await
+        {
+            Ok(RpcResponse::Init { .. }) => {}
+            Ok(other) => return Err(format!("unexpected answer to init: {other:?}")),
+            Err(e) => return Err(format!("init: {e}")),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !nodes.iter().all(|n| n.is_serving()) {
+        if tokio::time::Instant::now() > deadline {
+            return Err("nodes did not start serving within 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "Cairn demo: {} node(s), stores in {}",
+        nodes.len(),
+        root.display()
+    );
+    for (i, n) in nodes.iter().enumerate() {
+        println!(
+            "  node {}: rpc {}  http http://{}/_status/ranges  sql {} (SQL comes with the SQL layer)",
+            i + 1,
+            n.rpc_addr(),
+            n.http_addr(),
+            n.sql_addr()
+        );
+    }
+    println!("Ctrl-C to stop.");
+    if tokio::signal::ctrl_c().await.is_err() {
+        return Err("cannot wait for Ctrl-C".into());
+    }
+    println!("stopping...");
+    for n in &nodes {
+        n.shutdown().await;
+    }
+    drop(nodes);
+    drop(temp);
+    Ok(())
+}
+
+async fn kv_put(args: KvPutArgs) -> i32 {
+    let duration = Duration::from_secs_f64(args.duration.max(0.1));
+    let mut reports = Vec::new();
+    if let Some(host) = &args.host {
+        match crate::bench::cairn_puts(host, args.concurrency, duration, args.value_bytes).await {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!("error: cairn: {e}");
+                return 1;
+            }
+        }
+    }
+    if let Some(etcd) = &args.etcd {
+        match crate::bench::etcd_puts(etcd, args.concurrency, duration, args.value_bytes).await {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!("error: etcd: {e}");
+                return 1;
+            }
+        }
+    }
+    for r in &reports {
+        if args.json {
+            match serde_json::to_string(r) {
+                Ok(j) => println!("{j}"),
+                Err(e) => eprintln!("error: {e}"),
+            }
+        } else {
+            println!(
+                "{:<6} concurrency {:>3}  {:>9.1} puts/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  errors {}",
+                r.target, r.concurrency, r.ops_per_sec, r.p50_ms, r.p99_ms, r.max_ms, r.errors
+            );
+        }
+    }
+    0
+}
+
+async fn idle_ranges(args: IdleRangesArgs) -> i32 {
+    let transport = Transport::new(Arc::new(Clock::system()), "cairn-debug".into());
+    let req = RpcRequest::DebugIdleRanges { count: args.count };
+    match transport
+        .call_addr(&args.host, req, Duration::from_secs(600))
+        .await
+    {
+        Ok(RpcResponse::DebugIdleRanges { created }) => {
+            println!("created {created} idle ranges");
             0
         }
         Ok(other) => {

@@ -6,8 +6,10 @@
 //!   the fault layer tests use.
 //! - [`node`]: a node's life: store, join or init, liveness, replicate queue.
 //! - [`http`]: `/health`, `/_status/nodes`, `/_status/ranges`.
-//! - [`cli`]: `cairn start`, `cairn init`.
+//! - [`cli`]: `cairn start`, `cairn init`, `cairn demo`, `cairn bench`, `cairn debug`.
+//! - [`bench`]: closed-loop put benchmarks against Cairn and etcd.
 
+pub mod bench;
 pub mod cli;
 pub mod http;
 pub mod node;

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use cairn_kv::api::ReplicaId;
 use cairn_kv::api::{self, BatchRequest, BoxFuture, Request, Response, Sender};
 use cairn_kv::checksum::{open, seal};
 use cairn_kv::hlc::Clock;
@@ -27,7 +28,7 @@ use cairn_kv::keys;
 use cairn_kv::storage::rocksdb::RocksDb;
 use cairn_kv::storage::{Engine, Space, WriteBatch};
 use cairn_kv::{NodeId, RangeId, Timestamp};
-use cairn_range::raft::RaftTiming;
+use cairn_range::raft::{RaftTiming, ReplicaNode};
 use cairn_range::{Store, StoreConfig};
 use cairn_txn::{DistSender, NodeDialer};
 use parking_lot::{Mutex, RwLock};
@@ -476,6 +477,46 @@ async fn allocate_node_id(dist: &DistSender) -> Result<NodeId, String> {
     }
 }
 
+impl Node {
+    /// Creates `count` empty ranges (ids from 1,000,000 up) on this node and two other
+    /// live nodes.
+    async fn create_idle_ranges(&self, store: &Store, count: u64) -> Result<RpcResponse, String> {
+        let live = self.live_nodes();
+        let me = store.node_id();
+        let mut nodes: Vec<(NodeId, String)> =
+            live.iter().filter(|(n, _)| *n == me).cloned().collect();
+        nodes.extend(live.iter().filter(|(n, _)| *n != me).take(2).cloned());
+        if nodes.len() < 3 || nodes[0].0 != me {
+            return Err(format!(
+                "need this node and two other live nodes, have {live:?}"
+            ));
+        }
+        let members: Vec<(ReplicaId, ReplicaNode)> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (n, a))| {
+                (
+                    ReplicaId(i as u64 + 1),
+                    ReplicaNode {
+                        node_id: *n,
+                        addr: a.clone(),
+                    },
+                )
+            })
+            .collect();
+        let mut created = 0;
+        for i in 0..count {
+            let range_id = RangeId(1_000_000 + i);
+            store
+                .create_idle_group(range_id, &members)
+                .await
+                .map_err(|e| e.to_string())?;
+            created += 1;
+        }
+        Ok(RpcResponse::DebugIdleRanges { created })
+    }
+}
+
 /// Asks the join addresses for a node id until one gives it.
 async fn join_loop(node: Weak<Node>) {
     loop {
@@ -576,6 +617,10 @@ impl Handler for Node {
                 }
                 RpcRequest::RangeStatus(range_id) => {
                     Ok(RpcResponse::RangeStatus(self.replica_status(range_id)))
+                }
+                RpcRequest::DebugIdleRanges { count } => {
+                    let r = running.ok_or("node is not serving")?;
+                    self.create_idle_ranges(&r.store, count).await
                 }
             }
         })

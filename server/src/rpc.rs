@@ -56,6 +56,10 @@ pub enum RpcRequest {
     Init,
     /// The state of this node's replica of a range.
     RangeStatus(RangeId),
+    /// Benchmarks: create `count` empty ranges replicated on three live nodes.
+    DebugIdleRanges {
+        count: u64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,6 +74,9 @@ pub enum RpcResponse {
         node_id: NodeId,
     },
     RangeStatus(Option<ReplicaStatus>),
+    DebugIdleRanges {
+        created: u64,
+    },
 }
 
 /// One replica's view of its range, for status pages.

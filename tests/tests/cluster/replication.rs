@@ -281,7 +281,16 @@ async fn a_corrupt_log_entry_stops_that_replica_and_says_why() {
     c.kill(victim).await;
     {
         // Flip one bit of the last entry of the victim's Raft log, as a bad disk would.
-        let db = RocksDb::open(c.store_dir(victim)).unwrap();
+        // The killed node's last tasks may still hold its store for a moment.
+        let mut opened = RocksDb::open(c.store_dir(victim));
+        for _ in 0..100 {
+            if opened.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            opened = RocksDb::open(c.store_dir(victim));
+        }
+        let db = opened.unwrap();
         let prefix = keys::raft_log_prefix(RangeId(1));
         let end = keys::prefix_end(&prefix);
         let mut it = db.iter(Space::Raft, &prefix, Some(&end)).unwrap();

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Put throughput and latency: a 3-node Cairn cluster against a 3-member etcd 3.4 on the
+# same machine, in one run, both with fsync on, 256-byte values, at 1 and 32 concurrent
+# writers. Prints one line per target and concurrency, then the ratios.
+#
+#   bench/kv_vs_etcd.sh [duration-seconds]
+#
+# Needs etcd (Debian's etcd-server, installed if missing, as root) and builds Cairn in
+# release mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-15}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
+
+if ! command -v etcd >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
+fi
+cargo build --release -q -p cairn-server
+CAIRN="$CARGO_TARGET_DIR/release/cairn"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Cairn: three node processes, one store each.
+for i in 1 2 3; do
+  "$CAIRN" start --insecure --store "$work/cairn$i" \
+    --listen-addr "127.0.0.1:2745$i" --http-addr "127.0.0.1:2746$i" --sql-addr "127.0.0.1:2747$i" \
+    --join 127.0.0.1:27451 >"$work/cairn$i.log" 2>&1 &
+  pids+=($!)
+done
+sleep 1
+"$CAIRN" init --insecure --host 127.0.0.1:27451 >/dev/null
+for _ in $(seq 1 120); do
+  if curl -s 127.0.0.1:27461/_status/ranges | grep -q '"replicas":\[1,2,3\]'; then break; fi
+  sleep 0.5
+done
+curl -s 127.0.0.1:27461/_status/ranges | grep -q '"replicas":\[1,2,3\]' || { echo "cairn did not reach 3 replicas"; exit 1; }
+
+# etcd: three members.
+cluster="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
+for i in 1 2 3; do
+  etcd --name "e$i" --data-dir "$work/etcd$i" \
+    --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+    --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+    --initial-cluster "$cluster" --initial-cluster-state new --log-level error >"$work/etcd$i.log" 2>&1 &
+  pids+=($!)
+done
+endpoints=http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793
+leader=""
+for _ in $(seq 1 60); do
+  leader=$(ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint status -w json 2>/dev/null \
+    | python3 -c 'import json,sys; s=json.load(sys.stdin); print(next((e["Endpoint"] for e in s if e["Status"]["header"]["member_id"]==e["Status"]["leader"]),""))' 2>/dev/null || true)
+  [ -n "$leader" ] && break
+  sleep 0.5
+done
+[ -n "$leader" ] || { echo "etcd elected no leader"; exit 1; }
+leader=${leader#http://}
+
+echo "# $(date -u +%FT%TZ), $(nproc) cores, ${DURATION}s per target, 256-byte values, fsync on"
+results="$work/results.jsonl"
+for c in 1 32; do
+  "$CAIRN" bench kv-put --host 127.0.0.1:27451 --etcd "$leader" --concurrency "$c" \
+    --duration "$DURATION" --value-bytes 256 --json | tee -a "$results"
+done
+python3 - "$results" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+by = {(r["target"], r["concurrency"]): r for r in rows}
+print()
+print("| writers | Cairn puts/s | etcd puts/s | Cairn/etcd | Cairn p50 / p99 ms | etcd p50 / p99 ms |")
+print("|---|---|---|---|---|---|")
+for c in sorted({r["concurrency"] for r in rows}):
+    a, b = by[("cairn", c)], by[("etcd", c)]
+    print(f'| {c} | {a["ops_per_sec"]:.0f} | {b["ops_per_sec"]:.0f} | {a["ops_per_sec"]/b["ops_per_sec"]:.2f}x '
+          f'| {a["p50_ms"]:.2f} / {a["p99_ms"]:.2f} | {b["p50_ms"]:.2f} / {b["p99_ms"]:.2f} |')
+PY

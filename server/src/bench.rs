@@ -1,0 +1,292 @@
+//! `cairn bench kv-put`: closed-loop put throughput and latency against a Cairn cluster,
+//! and against etcd's v3 API (through its JSON gateway) for a side-by-side figure.
+//!
+//! Each of `--concurrency` workers puts a fresh key with a `--value-bytes` value, waits
+//! for the answer, and repeats until `--duration` passes. Latencies go into an HDR
+//! histogram; the report is operations per second and p50/p99/max.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use cairn_kv::api::{BatchRequest, Request, Response, Sender};
+use cairn_kv::hlc::Clock;
+use cairn_kv::keys;
+use cairn_kv::{NodeId, RangeId};
+use cairn_txn::{DistSender, NodeDialer};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+use crate::node::LivenessRecord;
+use crate::rpc::RpcRequest;
+use crate::transport::Transport;
+
+/// A KV client of a Cairn cluster from outside it: a transport with no node id and a
+/// DistSender over it.
+pub struct Client {
+    transport: Arc<Transport>,
+    dist: DistSender,
+}
+
+struct ClientDialer(Arc<Transport>);
+
+impl NodeDialer for ClientDialer {
+    fn sender(&self, node: NodeId) -> Arc<dyn Sender> {
+        Arc::new(self.0.sender(node))
+    }
+
+    fn nodes(&self) -> Vec<NodeId> {
+        self.0.known_nodes().into_iter().map(|(n, _)| n).collect()
+    }
+}
+
+impl Client {
+    /// Connects through the node at `addr` and learns every node's address.
+    pub async fn connect(addr: &str, request_timeout: Duration) -> Result<Client, String> {
+        let transport = Transport::new(Arc::new(Clock::system()), "client".into());
+        // Any exchange makes the node introduce itself (its id and address).
+        transport
+            .call_addr(
+                addr,
+                RpcRequest::RangeStatus(RangeId(1)),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        let dist = DistSender::new(Arc::new(ClientDialer(transport.clone())), request_timeout);
+        let client = Client { transport, dist };
+        let scan = BatchRequest::new(
+            RangeId(0),
+            vec![Request::Scan {
+                span: keys::node_liveness_span(),
+                max_keys: 0,
+            }],
+        );
+        let resp = client
+            .dist
+            .send(scan)
+            .await
+            .map_err(|e| format!("reading node addresses: {e}"))?;
+        if let Some(Response::Scan { kvs, .. }) = resp.responses.into_iter().next() {
+            for (_, v) in kvs {
+                if let Ok(r) = postcard::from_bytes::<LivenessRecord>(&v) {
+                    client.transport.set_addr(r.node_id, r.addr);
+                }
+            }
+        }
+        Ok(client)
+    }
+
+    pub fn dist_sender(&self) -> &DistSender {
+        &self.dist
+    }
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub concurrency: usize,
+    pub value_bytes: usize,
+    pub ops: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub ops_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 60 s at 3 significant digits: constant, valid bounds.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+fn report(
+    target: &str,
+    concurrency: usize,
+    value_bytes: usize,
+    hist: &Histogram<u64>,
+    errors: u64,
+    secs: f64,
+) -> Report {
+    let ms = |us: u64| us as f64 / 1000.0;
+    Report {
+        target: target.into(),
+        concurrency,
+        value_bytes,
+        ops: hist.len(),
+        errors,
+        seconds: secs,
+        ops_per_sec: hist.len() as f64 / secs,
+        p50_ms: ms(hist.value_at_quantile(0.50)),
+        p99_ms: ms(hist.value_at_quantile(0.99)),
+        max_ms: ms(hist.max()),
+    }
+}
+
+/// Runs `concurrency` workers for `duration`, each calling `op` in a loop; returns the
+/// merged latency histogram and the error count.
+async fn closed_loop<F, Fut>(
+    concurrency: usize,
+    duration: Duration,
+    op: F,
+) -> (Histogram<u64>, u64, f64)
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = histogram();
+            let mut errors = 0u64;
+            let mut i = 0u64;
+            let mut last_error = None;
+            while Instant::now() < deadline {
+                i += 1;
+                let t = Instant::now();
+                match op(w, i).await {
+                    Ok(()) => {
+                        let us = u64::try_from(t.elapsed().as_micros())
+                            .unwrap_or(u64::MAX)
+                            .max(1);
+                        let _ = hist.record(us);
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        last_error = Some(e);
+                    }
+                }
+            }
+            if let Some(e) = last_error {
+                eprintln!("worker {w}: {errors} errors, last: {e}");
+            }
+            (hist, errors)
+        }));
+    }
+    let mut hist = histogram();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((h, e)) = t.await {
+            let _ = hist.add(&h);
+            errors += e;
+        }
+    }
+    (hist, errors, started.elapsed().as_secs_f64())
+}
+
+/// Puts against a Cairn cluster reached through `addr`.
+pub async fn cairn_puts(
+    addr: &str,
+    concurrency: usize,
+    duration: Duration,
+    value_bytes: usize,
+) -> Result<Report, String> {
+    let client = Arc::new(Client::connect(addr, Duration::from_secs(5)).await?);
+    let value = Arc::new(vec![b'v'; value_bytes]);
+    let run = std::process::id();
+    let (hist, errors, secs) = closed_loop(concurrency, duration, move |w, i| {
+        let client = client.clone();
+        let value = value.clone();
+        async move {
+            let key = format!("bench/{run}/{w:04}/{i:012}").into_bytes();
+            let put = BatchRequest::new(
+                RangeId(0),
+                vec![Request::Put {
+                    key,
+                    value: value.to_vec(),
+                }],
+            );
+            client
+                .dist
+                .send(put)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    Ok(report(
+        "cairn",
+        concurrency,
+        value_bytes,
+        &hist,
+        errors,
+        secs,
+    ))
+}
+
+/// Puts against etcd's v3 JSON gateway at `addr` (host:port), one HTTP/1.1 connection
+/// per worker.
+pub async fn etcd_puts(
+    addr: &str,
+    concurrency: usize,
+    duration: Duration,
+    value_bytes: usize,
+) -> Result<Report, String> {
+    let value_b64 = Arc::new(B64.encode(vec![b'v'; value_bytes]));
+    let mut senders = Vec::new();
+    for _ in 0..concurrency {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connecting to etcd at {addr}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("etcd handshake: {e}"))?;
+        tokio::spawn(conn);
+        senders.push(Arc::new(tokio::sync::Mutex::new(sender)));
+    }
+    let senders = Arc::new(senders);
+    let host = Arc::new(addr.to_string());
+    let run = std::process::id();
+    let (hist, errors, secs) = closed_loop(concurrency, duration, move |w, i| {
+        let senders = senders.clone();
+        let value_b64 = value_b64.clone();
+        let host = host.clone();
+        async move {
+            let key = B64.encode(format!("bench/{run}/{w:04}/{i:012}"));
+            let body = format!(r#"{{"key":"{key}","value":"{value_b64}"}}"#);
+            let req = hyper::Request::post("/v3/kv/put")
+                .header(hyper::header::HOST, host.as_str())
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .map_err(|e| e.to_string())?;
+            let mut sender = senders[w].lock().await;
+            let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!(
+                    "etcd answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+            Ok(())
+        }
+    })
+    .await;
+    Ok(report(
+        "etcd",
+        concurrency,
+        value_bytes,
+        &hist,
+        errors,
+        secs,
+    ))
+}
