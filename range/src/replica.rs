@@ -79,6 +79,11 @@ impl Replica {
         self.shared.descriptor()
     }
 
+    /// How many snapshots this replica has installed since it started.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.shared.snapshots_installed()
+    }
+
     pub fn status(&self) -> GroupStatus {
         self.group.status()
     }
@@ -175,7 +180,7 @@ impl Replica {
     pub async fn send(&self, batch: BatchRequest) -> Result<BatchResponse, api::Error> {
         let range_id = self.range_id;
         let Some(desc) = self.descriptor() else {
-            tracing::warn!(range = %range_id, replica = %self.replica_id(), status = ?self.status(), "request for a replica that has no descriptor yet");
+            tracing::debug!(range = %range_id, replica = %self.replica_id(), "request for a replica that has no descriptor yet");
             return Err(api::Error::RangeNotFound {
                 range_id,
                 node_id: self.node_id,

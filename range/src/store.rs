@@ -27,7 +27,7 @@ use crate::log_writer::LogWriter;
 use crate::raft::log_store::{decode, encode};
 use crate::raft::state_machine::data_spans;
 use crate::raft::{
-    GroupError, RaftEnvelope, RaftGroup, RaftReply, RaftTiming, RaftTransport, ReplicaNode,
+    GroupError, RaftConfig, RaftEnvelope, RaftGroup, RaftReply, RaftTransport, ReplicaNode,
     ReplicaShared,
 };
 use crate::replica::Replica;
@@ -41,7 +41,7 @@ pub struct StoreConfig {
     pub node_id: NodeId,
     /// This node's RPC address, recorded with the replicas it adds.
     pub addr: String,
-    pub raft: RaftTiming,
+    pub raft: RaftConfig,
     /// Bound on serving one batch (lease wait, latches, replication).
     pub request_timeout: Duration,
 }
@@ -382,7 +382,7 @@ impl Store {
         match self.replica(range_id) {
             Some(r) => r.send(batch).await,
             None => {
-                tracing::warn!(node = %self.config.node_id, range = %range_id, held = ?self.replicas.read().keys().collect::<Vec<_>>(), "request for a range this store does not hold");
+                tracing::debug!(node = %self.config.node_id, range = %range_id, "request for a range this store does not hold");
                 Err(api::Error::RangeNotFound {
                     range_id,
                     node_id: self.config.node_id,

@@ -11,7 +11,7 @@ use cairn_kv::hlc::Clock;
 use cairn_kv::{NodeId, RangeId};
 use parking_lot::Mutex;
 
-use crate::raft::{RaftEnvelope, RaftReply, RaftTiming, RaftTransport};
+use crate::raft::{RaftConfig, RaftEnvelope, RaftReply, RaftTransport};
 use crate::store::{FIRST_RANGE_ID, Store, StoreConfig};
 
 #[derive(Default)]
@@ -72,11 +72,13 @@ struct Cluster {
     stores: Vec<Option<Arc<Store>>>,
 }
 
-fn fast_timing() -> RaftTiming {
-    RaftTiming {
+fn fast_timing() -> RaftConfig {
+    RaftConfig {
         heartbeat: Duration::from_millis(50),
         election_min: Duration::from_millis(300),
         election_max: Duration::from_millis(600),
+        snapshot_every: 50,
+        log_kept_behind_snapshot: 10,
     }
 }
 

@@ -28,7 +28,7 @@ use cairn_kv::keys;
 use cairn_kv::storage::rocksdb::RocksDb;
 use cairn_kv::storage::{Engine, Space, WriteBatch};
 use cairn_kv::{NodeId, RangeId, Timestamp};
-use cairn_range::raft::{RaftTiming, ReplicaNode};
+use cairn_range::raft::{RaftConfig, ReplicaNode};
 use cairn_range::{Store, StoreConfig};
 use cairn_txn::{DistSender, NodeDialer};
 use parking_lot::{Mutex, RwLock};
@@ -55,7 +55,7 @@ pub struct NodeConfig {
     pub http_addr: String,
     pub sql_addr: String,
     pub join: Vec<String>,
-    pub raft: RaftTiming,
+    pub raft: RaftConfig,
     /// Bound on serving one request end to end.
     pub request_timeout: Duration,
     pub liveness_interval: Duration,
@@ -72,7 +72,7 @@ impl NodeConfig {
             http_addr: "127.0.0.1:0".into(),
             sql_addr: format!("127.0.0.1:{DEFAULT_SQL_PORT}"),
             join: Vec::new(),
-            raft: RaftTiming::default(),
+            raft: RaftConfig::default(),
             request_timeout: Duration::from_secs(5),
             liveness_interval: Duration::from_secs(1),
             liveness_ttl: Duration::from_millis(4500),

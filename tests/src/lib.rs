@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use cairn_kv::api::{self, BatchRequest, Request, Response};
 use cairn_kv::{NodeId, RangeId};
-use cairn_range::raft::RaftTiming;
+use cairn_range::raft::RaftConfig;
 use cairn_server::rpc::{RpcRequest, RpcResponse};
 use cairn_server::transport::Fault;
 use cairn_server::{Node, NodeConfig};
@@ -29,12 +29,15 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Raft timing for tests: elections within about a second.
-pub fn test_timing() -> RaftTiming {
-    RaftTiming {
+/// Raft settings for tests: elections within about a second, and snapshots every 50
+/// entries, so that logs get purged and lagging or new replicas catch up by snapshot.
+pub fn test_timing() -> RaftConfig {
+    RaftConfig {
         heartbeat: Duration::from_millis(100),
         election_min: Duration::from_millis(500),
         election_max: Duration::from_millis(1000),
+        snapshot_every: 50,
+        log_kept_behind_snapshot: 10,
     }
 }
 

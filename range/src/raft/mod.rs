@@ -168,20 +168,28 @@ pub trait RaftTransport: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<RaftReply, String>>;
 }
 
-/// Raft timing of every group of a store.
+/// Raft settings of every group of a store.
 #[derive(Clone, Copy, Debug)]
-pub struct RaftTiming {
+pub struct RaftConfig {
     pub heartbeat: Duration,
     pub election_min: Duration,
     pub election_max: Duration,
+    /// Take a snapshot (and allow the log before it to be purged) every this many
+    /// entries. The state machine is the store, so a snapshot costs nothing to take.
+    pub snapshot_every: u64,
+    /// Entries kept behind a snapshot, so a follower a little behind catches up from
+    /// the log instead of a snapshot.
+    pub log_kept_behind_snapshot: u64,
 }
 
-impl Default for RaftTiming {
+impl Default for RaftConfig {
     fn default() -> Self {
-        RaftTiming {
+        RaftConfig {
             heartbeat: Duration::from_millis(250),
             election_min: Duration::from_millis(1000),
             election_max: Duration::from_millis(2000),
+            snapshot_every: 2000,
+            log_kept_behind_snapshot: 500,
         }
     }
 }
@@ -246,19 +254,18 @@ pub struct RaftGroup {
     staging: Mutex<Option<Staging>>,
 }
 
-fn config(timing: RaftTiming) -> Result<Arc<Config>, GroupError> {
+fn config(timing: RaftConfig) -> Result<Arc<Config>, GroupError> {
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let cfg = Config {
         cluster_name: "cairn".into(),
         heartbeat_interval: ms(timing.heartbeat),
         election_timeout_min: ms(timing.election_min),
         election_timeout_max: ms(timing.election_max),
-        // Our state machine is the store itself: a snapshot costs nothing to take, so
-        // take one often enough that logs stay short and lagging replicas catch up by
-        // snapshot.
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
-        max_in_snapshot_log_to_keep: 500,
-        purge_batch_size: 256,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+        max_in_snapshot_log_to_keep: timing.log_kept_behind_snapshot,
+        // A follower further behind than a snapshot's worth of entries gets a snapshot.
+        replication_lag_threshold: timing.snapshot_every,
+        purge_batch_size: timing.snapshot_every.clamp(1, 256),
         // A snapshot is streamed chunk by chunk, each acknowledged; this bounds one
         // chunk's round trip.
         install_snapshot_timeout: 10_000,
@@ -280,7 +287,7 @@ impl RaftGroup {
         writer: Arc<LogWriter>,
         transport: Arc<dyn RaftTransport>,
         shared: Arc<ReplicaShared>,
-        timing: RaftTiming,
+        timing: RaftConfig,
     ) -> Result<RaftGroup, GroupError> {
         let log = LogStore::new(range_id, engine.clone(), writer.clone());
         let sm = StateMachine::open(range_id, engine, writer, shared)

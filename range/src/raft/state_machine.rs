@@ -46,6 +46,7 @@ type LogId = LogIdOf<TypeConfig>;
 pub struct ReplicaShared {
     descriptor: RwLock<Option<RangeDescriptor>>,
     applied_index: AtomicU64,
+    snapshots_installed: AtomicU64,
 }
 
 impl ReplicaShared {
@@ -55,6 +56,11 @@ impl ReplicaShared {
 
     pub fn applied_index(&self) -> u64 {
         self.applied_index.load(Ordering::Acquire)
+    }
+
+    /// How many snapshots this replica has installed since it started.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.snapshots_installed.load(Ordering::Relaxed)
     }
 
     fn publish(&self, descriptor: &Option<RangeDescriptor>, applied: &Option<LogId>) {
@@ -295,6 +301,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.engine.write(batch, true).map_err(storage)?;
         self.shared
             .publish(&self.state.descriptor, &self.state.applied);
+        self.shared
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(range = %self.range_id, applied = ?self.state.applied.as_ref().map(|l| l.index), "installed snapshot");
         Ok(())
     }

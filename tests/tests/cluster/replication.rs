@@ -221,8 +221,8 @@ async fn a_restarted_node_catches_up_and_serves() {
     let leader = c.leaseholder(RangeId(1)).unwrap();
     let follower = (1..=3).find(|&n| n != leader).unwrap();
     c.kill(follower).await;
-    for i in 0..50u32 {
-        c.put(leader, format!("r{i:02}").as_bytes(), b"v")
+    for i in 0..120u32 {
+        c.put(leader, format!("r{i:03}").as_bytes(), b"v")
             .await
             .unwrap();
     }
@@ -255,9 +255,9 @@ async fn a_restarted_node_catches_up_and_serves() {
         c.leaseholder(RangeId(1)) == Some(follower)
     })
     .await;
-    for i in 0..50u32 {
+    for i in 0..120u32 {
         assert_eq!(
-            c.get(follower, format!("r{i:02}").as_bytes())
+            c.get(follower, format!("r{i:03}").as_bytes())
                 .await
                 .unwrap()
                 .as_deref(),
@@ -335,4 +335,86 @@ async fn a_corrupt_log_entry_stops_that_replica_and_says_why() {
         Some(&b"v"[..])
     );
     c.put(leader, b"still", b"serving").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_added_after_the_log_was_purged_catches_up_by_snapshot() {
+    let c = Cluster::start(3).await;
+    let leader = c.leaseholder(RangeId(1)).unwrap();
+    let victim = (1..=3).find(|&n| n != leader).unwrap();
+    // Cut the victim off (its liveness lapses, so the replicate queue leaves it alone)
+    // and remove its replica from the range.
+    for n in (1..=3).filter(|&n| n != victim) {
+        c.partition(victim, n);
+    }
+    let replica = c.node(leader).store().unwrap().replica(RangeId(1)).unwrap();
+    let desc = replica.descriptor().unwrap();
+    let old = desc
+        .replica_on(cairn_kv::NodeId(victim as u64))
+        .unwrap()
+        .replica_id;
+    let keep: std::collections::BTreeSet<_> = desc
+        .voters()
+        .map(|r| r.replica_id)
+        .filter(|&r| r != old)
+        .collect();
+    replica.group().set_voters(keep).await.unwrap();
+    replica
+        .group()
+        .remove_learners([old].into_iter().collect())
+        .await
+        .unwrap();
+    // Enough writes that the log the victim would need is purged.
+    for i in 0..150u32 {
+        c.put(leader, format!("s{i:03}").as_bytes(), b"v")
+            .await
+            .unwrap();
+    }
+    c.heal();
+    // The replicate queue adds a new replica on the victim: a fresh replica id, whose
+    // store replaces the old replica and receives a snapshot.
+    c.wait_until(
+        Duration::from_secs(30),
+        "a new replica on the victim",
+        |c| {
+            c.node(victim)
+                .store()
+                .and_then(|s| s.replica(RangeId(1)))
+                .is_some_and(|r| r.replica_id() > old && r.snapshots_installed() >= 1)
+        },
+    )
+    .await;
+    c.wait_for_voters(RangeId(1), 3).await;
+    let fresh = c.node(victim).store().unwrap().replica(RangeId(1)).unwrap();
+    fresh
+        .group()
+        .wait_for(Duration::from_secs(10), "applied", |s| {
+            s.applied_index > 150
+        })
+        .await;
+    // It holds the data: make it the leaseholder and read everything back from it.
+    let replica = c
+        .node(c.leaseholder(RangeId(1)).unwrap())
+        .store()
+        .unwrap()
+        .replica(RangeId(1))
+        .unwrap();
+    replica
+        .group()
+        .transfer_leader(fresh.replica_id())
+        .await
+        .unwrap();
+    c.wait_until(Duration::from_secs(20), "the new replica leads", |c| {
+        c.leaseholder(RangeId(1)) == Some(victim)
+    })
+    .await;
+    for i in 0..150u32 {
+        assert_eq!(
+            c.get(victim, format!("s{i:03}").as_bytes())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(&b"v"[..])
+        );
+    }
 }
