@@ -130,8 +130,11 @@ impl Cluster {
                 let ba = BatchRequest::new(FIRST_RANGE_ID, requests.clone());
                 match store.send_batch(ba).await {
                     Ok(r) => return Ok(r.responses),
+                    // Transient while leadership moves: try another store, then again.
                     Err(
-                        e @ (api::Error::NotLeaseholder { .. } | api::Error::RangeNotFound { .. }),
+                        e @ (api::Error::NotLeaseholder { .. }
+                        | api::Error::RangeNotFound { .. }
+                        | api::Error::RangeUnavailable { .. }),
                     ) => last = Some(e),
                     Err(e) => return Err(e),
                 }
@@ -280,4 +283,42 @@ async fn minority_side_of_a_partition_commits_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(served, Some(Some("1".to_string())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_outside_the_range_get_the_current_descriptor() {
+    let c = Cluster::new(1).await;
+    let desc = c.store(1).bootstrap().await.unwrap();
+    c.send(vec![put("a", "1")]).await.unwrap();
+    // Shrink the range to [KEY_MIN, "m"), as a split of it would.
+    let replica = c.store(1).replica(RangeId(1)).unwrap();
+    let shrunk = cairn_kv::api::RangeDescriptor {
+        end_key: b"m".to_vec(),
+        generation: desc.generation + 1,
+        ..replica.descriptor().unwrap()
+    };
+    replica.propose_descriptor(shrunk.clone()).await.unwrap();
+    let err = c
+        .store(1)
+        .send_batch(BatchRequest::new(RangeId(1), vec![get("x")]))
+        .await
+        .unwrap_err();
+    match err {
+        api::Error::RangeKeyMismatch {
+            range_id, current, ..
+        } => {
+            assert_eq!(range_id, RangeId(1));
+            assert_eq!(current.as_deref(), Some(&shrunk));
+        }
+        other => panic!("expected RangeKeyMismatch, got {other}"),
+    }
+    // A batch partly outside is refused whole; keys inside are served.
+    let err = c
+        .store(1)
+        .send_batch(BatchRequest::new(RangeId(1), vec![get("a"), get("z")]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, api::Error::RangeKeyMismatch { .. }), "{err}");
+    let got = c.send(vec![get("a")]).await.unwrap();
+    assert_eq!(value(&got[0]).as_deref(), Some("1"));
 }

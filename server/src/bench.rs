@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use cairn_kv::api::{BatchRequest, Request, Response, Sender};
+use cairn_kv::api::{BatchRequest, Request, Sender};
 use cairn_kv::hlc::Clock;
-use cairn_kv::keys;
 use cairn_kv::{NodeId, RangeId};
 use cairn_txn::{DistSender, NodeDialer};
 use hdrhistogram::Histogram;
@@ -21,14 +20,12 @@ use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use crate::node::LivenessRecord;
-use crate::rpc::RpcRequest;
+use crate::rpc::{RpcRequest, RpcResponse};
 use crate::transport::Transport;
 
 /// A KV client of a Cairn cluster from outside it: a transport with no node id and a
 /// DistSender over it.
 pub struct Client {
-    transport: Arc<Transport>,
     dist: DistSender,
 }
 
@@ -48,37 +45,20 @@ impl Client {
     /// Connects through the node at `addr` and learns every node's address.
     pub async fn connect(addr: &str, request_timeout: Duration) -> Result<Client, String> {
         let transport = Transport::new(Arc::new(Clock::system()), "client".into());
-        // Any exchange makes the node introduce itself (its id and address).
-        transport
-            .call_addr(
-                addr,
-                RpcRequest::RangeStatus(RangeId(1)),
-                Duration::from_secs(5),
-            )
+        match transport
+            .call_addr(addr, RpcRequest::Nodes, Duration::from_secs(5))
             .await
-            .map_err(|e| format!("connecting to {addr}: {e}"))?;
-        let dist = DistSender::new(Arc::new(ClientDialer(transport.clone())), request_timeout);
-        let client = Client { transport, dist };
-        let scan = BatchRequest::new(
-            RangeId(0),
-            vec![Request::Scan {
-                span: keys::node_liveness_span(),
-                max_keys: 0,
-            }],
-        );
-        let resp = client
-            .dist
-            .send(scan)
-            .await
-            .map_err(|e| format!("reading node addresses: {e}"))?;
-        if let Some(Response::Scan { kvs, .. }) = resp.responses.into_iter().next() {
-            for (_, v) in kvs {
-                if let Ok(r) = postcard::from_bytes::<LivenessRecord>(&v) {
-                    client.transport.set_addr(r.node_id, r.addr);
+        {
+            Ok(RpcResponse::Nodes(nodes)) => {
+                for (n, a) in nodes {
+                    transport.set_addr(n, a);
                 }
             }
+            Ok(other) => return Err(format!("unexpected answer from {addr}: {other:?}")),
+            Err(e) => return Err(format!("connecting to {addr}: {e}")),
         }
-        Ok(client)
+        let dist = DistSender::new(Arc::new(ClientDialer(transport.clone())), request_timeout);
+        Ok(Client { dist })
     }
 
     pub fn dist_sender(&self) -> &DistSender {

@@ -622,6 +622,13 @@ impl Handler for Node {
                     let r = running.ok_or("node is not serving")?;
                     self.create_idle_ranges(&r.store, count).await
                 }
+                RpcRequest::Nodes => {
+                    let r = running.ok_or("node is not serving")?;
+                    let mut nodes = self.transport.known_nodes();
+                    nodes.retain(|(n, _)| *n != r.node_id);
+                    nodes.push((r.node_id, self.rpc_addr.clone()));
+                    Ok(RpcResponse::Nodes(nodes))
+                }
             }
         })
     }

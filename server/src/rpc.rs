@@ -60,6 +60,8 @@ pub enum RpcRequest {
     DebugIdleRanges {
         count: u64,
     },
+    /// Every node this node knows, with its address (clients start here).
+    Nodes,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -77,6 +79,7 @@ pub enum RpcResponse {
     DebugIdleRanges {
         created: u64,
     },
+    Nodes(Vec<(NodeId, String)>),
 }
 
 /// One replica's view of its range, for status pages.

@@ -87,7 +87,10 @@ struct Inner {
     engine: Arc<dyn Engine>,
     writer: Arc<LogWriter>,
     /// Entries handed to the writer but not yet confirmed written, by index.
-    pending: Mutex<BTreeMap<u64, Entry>>,
+    /// Shared with the writer's completions, which must not hold the rest of `Inner`
+    /// (the writer itself among it): the writer thread would then drop its own last
+    /// handle, and could outlive everything else, holding the engine open.
+    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
 }
 
 /// A range's log: a cheap handle, cloned for each of openraft's readers.
@@ -103,7 +106,7 @@ impl LogStore {
                 range_id,
                 engine,
                 writer,
-                pending: Mutex::new(BTreeMap::new()),
+                pending: Arc::new(Mutex::new(BTreeMap::new())),
             }),
         }
     }
@@ -278,13 +281,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 pending.insert(e.log_id.index, e);
             }
         }
-        let inner = self.inner.clone();
+        let pending = self.inner.pending.clone();
         self.inner.writer.submit(
             batch,
             Box::new(move |res| {
                 if res.is_ok() {
                     // Drop what is now on disk, unless a later append replaced it.
-                    let mut pending = inner.pending.lock();
+                    let mut pending = pending.lock();
                     for id in written {
                         if pending.get(&id.index).is_some_and(|e| e.log_id == id) {
                             pending.remove(&id.index);

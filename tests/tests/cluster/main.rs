@@ -1,4 +1,5 @@
 //! The one integration-test binary: clusters of real nodes on RocksDB over TCP.
 
 mod linearizability;
+mod processes;
 mod replication;
