@@ -44,7 +44,17 @@ impl NodeDialer for ClientDialer {
 impl Client {
     /// Connects through the node at `addr` and learns every node's address.
     pub async fn connect(addr: &str, request_timeout: Duration) -> Result<Client, String> {
-        let transport = Transport::new(Arc::new(Clock::system()), "client".into());
+        Client::connect_from("client", addr, request_timeout).await
+    }
+
+    /// Like [`connect`](Client::connect), dialling from `local` (an `ip:port` whose IP
+    /// the connections are bound to, or a name to leave the choice to the system).
+    pub async fn connect_from(
+        local: &str,
+        addr: &str,
+        request_timeout: Duration,
+    ) -> Result<Client, String> {
+        let transport = Transport::new(Arc::new(Clock::system()), local.into());
         match transport
             .call_addr(addr, RpcRequest::Nodes, Duration::from_secs(5))
             .await

@@ -192,6 +192,32 @@ impl Transport {
         }
     }
 
+    /// Connects to `addr` from this node's own IP address (the host of its advertised
+    /// address), so that the peer, and a firewall between them, sees which node calls.
+    /// Loopback addresses 127.0.0.N then tell nodes on one machine apart, and `iptables`
+    /// can cut the link between two of them.
+    async fn dial(&self, addr: &str) -> std::io::Result<TcpStream> {
+        let target = tokio::net::lookup_host(addr)
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to nothing")))?;
+        let local: Option<std::net::IpAddr> = self
+            .addr
+            .parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == target.is_ipv4());
+        let socket = if target.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        if let Some(ip) = local {
+            socket.bind(std::net::SocketAddr::new(ip, 0))?;
+        }
+        socket.connect(target).await
+    }
+
     /// Records `addr` for `node` unless an address is known already.
     pub fn learn_addr(&self, node: NodeId, addr: &str) {
         if node.0 != 0 && !addr.is_empty() && !self.addrs.read().contains_key(&node) {
@@ -404,7 +430,7 @@ impl Transport {
         let addr = self.addrs.read().get(&node).cloned().ok_or_else(|| {
             TransportError::Unreachable(node.to_string(), "address unknown".into())
         })?;
-        match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr)).await {
+        match tokio::time::timeout(DIAL_TIMEOUT, self.dial(&addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 self.failed_dials.lock().remove(&node);
@@ -489,7 +515,7 @@ impl Transport {
         req: RpcRequest,
         timeout: Duration,
     ) -> Result<RpcResponse, TransportError> {
-        let stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+        let stream = match tokio::time::timeout(DIAL_TIMEOUT, self.dial(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(TransportError::Unreachable(addr.into(), e.to_string())),
             Err(_) => {

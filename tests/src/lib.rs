@@ -3,9 +3,12 @@
 //! [`Cluster`] runs N real nodes in this process, each on its own RocksDB store in a
 //! temporary directory, talking over TCP on loopback. Tests kill nodes (drop them, as a
 //! crash would: nothing is flushed on the way out), restart them on their stores, and
-//! cut or delay links through each node's transport fault layer.
+//! cut or delay links through each node's transport fault layer. [`processes`] runs the
+//! `cairn` binary as separate processes on 127.0.0.N addresses instead, for `kill -9`
+//! and `iptables` partitions.
 
 pub mod linearizability;
+pub mod processes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
