@@ -7,7 +7,7 @@
 //! - [`node`]: a node's life: store, join or init, liveness, replicate queue.
 //! - [`http`]: `/health`, `/_status/nodes`, `/_status/ranges`.
 //! - [`cli`]: `cairn start`, `cairn init`, `cairn demo`, `cairn bench`, `cairn debug`.
-//! - [`bench`]: closed-loop put benchmarks against Cairn and etcd.
+//! - [`bench`](mod@bench): closed-loop put benchmarks against Cairn and etcd.
 
 pub mod bench;
 pub mod cli;
