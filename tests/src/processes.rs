@@ -219,6 +219,18 @@ impl ProcessCluster {
 
 impl Drop for ProcessCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The nodes' logs are the only record of what they did; show their ends.
+            for i in 0..self.procs.len() {
+                let path = self.dir.path().join(format!("n{}.log", i + 1));
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("--- last lines of node {} ({}) ---", i + 1, self.rpc[i]);
+                for l in &lines[lines.len().saturating_sub(40)..] {
+                    eprintln!("{l}");
+                }
+            }
+        }
         self.heal();
         for c in self.procs.iter_mut().flatten() {
             let _ = c.kill();

@@ -4,7 +4,7 @@
 //!
 //! - [`log_store`]: the group's Raft log, vote and committed index in the store's
 //!   `Space::Raft`, keyed by range id, every entry checksummed. Appends of all groups go
-//!   through the store's group-commit [`LogWriter`](crate::log_writer::LogWriter).
+//!   through the store's group-commit [`crate::log_writer::LogWriter`].
 //! - [`state_machine`]: applies committed commands (write batches evaluated by the
 //!   leaseholder) to the MVCC data atomically with the range's applied state; builds and
 //!   installs snapshots of the range's data.

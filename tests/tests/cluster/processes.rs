@@ -19,16 +19,21 @@ async fn kill_9_of_the_leaseholder_process_loses_no_acknowledged_write() {
 
     // Steady writes through the DistSender; remember what was acknowledged.
     let acked: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>> = Arc::default();
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+        let (client, acked, errors, stop) =
+            (client.clone(), acked.clone(), errors.clone(), stop.clone());
         tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
                 let (k, v) = (format!("p{i:06}").into_bytes(), i.to_be_bytes().to_vec());
-                if put(&client, k.clone(), v.clone()).await.is_ok() {
-                    acked.lock().insert(k, v);
+                match put(&client, k.clone(), v.clone()).await {
+                    Ok(()) => {
+                        acked.lock().insert(k, v);
+                    }
+                    Err(e) => errors.lock().push(e.to_string()),
                 }
             }
         })

@@ -358,12 +358,33 @@ async fn a_replica_added_after_the_log_was_purged_catches_up_by_snapshot() {
         .map(|r| r.replica_id)
         .filter(|&r| r != old)
         .collect();
-    replica.group().set_voters(keep).await.unwrap();
-    replica
-        .group()
-        .remove_learners([old].into_iter().collect())
-        .await
-        .unwrap();
+    // A membership change still finishing (the up-replication's second step) refuses a
+    // new one for a moment: retry.
+    let started = Instant::now();
+    loop {
+        match replica.group().set_voters(keep.clone()).await {
+            Ok(()) => break,
+            Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                eprintln!("set_voters: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("set_voters: {e}"),
+        }
+    }
+    loop {
+        match replica
+            .group()
+            .remove_learners([old].into_iter().collect())
+            .await
+        {
+            Ok(()) => break,
+            Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                eprintln!("remove_learners: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("remove_learners: {e}"),
+        }
+    }
     // Enough writes that the log the victim would need is purged.
     for i in 0..150u32 {
         c.put(leader, format!("s{i:03}").as_bytes(), b"v")
