@@ -345,3 +345,28 @@ async fn idle_ranges(args: IdleRangesArgs) -> i32 {
         }
     }
 }
+
+/// The whole `cairn` program: parses the command line, sets up logging and the runtime,
+/// runs the command, and returns the exit code.
+pub fn main() -> i32 {
+    use clap::Parser as _;
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(run(cli))
+}

@@ -2,7 +2,7 @@
 //! (127.K.0.i), so `iptables` (as root) can cut the link between two nodes, and
 //! `kill -9` is a real crash.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,20 +14,11 @@ use cairn_server::bench::Client;
 use cairn_server::rpc::{ReplicaStatus, RpcRequest, RpcResponse};
 use cairn_server::transport::Transport;
 
-/// The `cairn` binary built beside the test binary (`cargo nextest run --workspace`
-/// builds it).
-pub fn cairn_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile directory");
-    let bin = dir.join("cairn");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with --workspace so the binary is built",
-        bin.display()
-    );
+/// The `cairn` program: the harness's tests pass `env!("CARGO_BIN_EXE_cairn-under-test")`,
+/// which cargo builds for them (the same code as the `cairn` binary).
+pub fn cairn_binary(path: &str) -> PathBuf {
+    let bin = PathBuf::from(path);
+    assert!(bin.exists(), "{} is missing", bin.display());
     bin
 }
 
@@ -67,8 +58,8 @@ pub struct ProcessCluster {
 impl ProcessCluster {
     /// Starts `n` node processes, initialises the cluster, and waits
     /// until the first range has three replicas and a leader.
-    pub async fn start(n: usize) -> ProcessCluster {
-        let bin = cairn_binary();
+    pub async fn start(bin: &str, n: usize) -> ProcessCluster {
+        let bin = cairn_binary(bin);
         let dir = tempfile::tempdir().expect("temporary directory");
         let ips: Vec<String> = (0..n).map(node_ip).collect();
         let rpc: Vec<String> = ips

@@ -116,6 +116,8 @@ pub struct RaftEnvelope {
 pub enum RaftRequest {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
+    /// Would you vote for me? (Asked before an election, which it does not disturb.)
+    PreVote(VoteRequest<TypeConfig>),
     /// The leader asks the target to take over leadership now.
     TransferLeader(TransferLeaderRequest<TypeConfig>),
     /// A piece of a snapshot; see [`network`] for the stream.
@@ -452,6 +454,12 @@ impl RaftGroup {
             RaftRequest::Vote(req) => self
                 .raft
                 .vote(req)
+                .await
+                .map(RaftReply::Vote)
+                .map_err(|e| e.to_string()),
+            RaftRequest::PreVote(req) => self
+                .raft
+                .pre_vote(req)
                 .await
                 .map(RaftReply::Vote)
                 .map_err(|e| e.to_string()),

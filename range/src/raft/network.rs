@@ -224,6 +224,23 @@ impl RaftNetworkV2<TypeConfig> for NetClient {
         }
     }
 
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(RaftRequest::PreVote(rpc), option.soft_ttl())
+            .await
+            .map_err(rpc_error)?
+        {
+            RaftReply::Vote(r) => Ok(r),
+            other => Err(RPCError::Network(NetworkError::from_string(
+                self.unexpected(&other),
+            ))),
+        }
+    }
+
     async fn transfer_leader(
         &mut self,
         req: TransferLeaderRequest<TypeConfig>,

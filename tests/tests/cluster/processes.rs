@@ -9,10 +9,12 @@ use cairn_kv::api;
 use cairn_tests::processes::{ProcessCluster, get, put};
 use parking_lot::Mutex;
 
+const CAIRN: &str = env!("CARGO_BIN_EXE_cairn-under-test");
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_leaseholder_process_loses_no_acknowledged_write() {
     cairn_tests::init_logging();
-    let mut c = ProcessCluster::start(3).await;
+    let mut c = ProcessCluster::start(CAIRN, 3).await;
     let leader = c.leader().await.expect("a leader");
     let survivor = (leader + 1) % 3;
     let client = Arc::new(c.client(survivor).await);
@@ -74,7 +76,7 @@ async fn kill_9_of_the_leaseholder_process_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_iptables_partition_isolates_the_leaseholder_process() {
     cairn_tests::init_logging();
-    let mut c = ProcessCluster::start(3).await;
+    let mut c = ProcessCluster::start(CAIRN, 3).await;
     let leader = c.leader().await.expect("a leader");
     let others: Vec<usize> = (0..3).filter(|&n| n != leader).collect();
     let minority = c.client(leader).await;
