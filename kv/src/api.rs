@@ -167,6 +167,17 @@ pub enum Request {
     DeleteRange {
         span: Span,
     },
+    /// Writes an unversioned value (range descriptors in the meta range, ...).
+    /// Non-transactional only.
+    PutInline {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Splits the range holding `split_key` into `[start, split_key)` and
+    /// `[split_key, end)`. Must be alone in its batch.
+    AdminSplit {
+        split_key: Vec<u8>,
+    },
 }
 
 impl Request {
@@ -178,8 +189,16 @@ impl Request {
             | Request::ConditionalPut { .. }
             | Request::Increment { .. }
             | Request::Delete { .. }
-            | Request::DeleteRange { .. } => true,
+            | Request::DeleteRange { .. }
+            | Request::PutInline { .. }
+            | Request::AdminSplit { .. } => true,
         }
+    }
+
+    /// Whether the request is an administrative command, served by the replica itself
+    /// rather than evaluated against data.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Request::AdminSplit { .. })
     }
 
     /// The keys the request touches, as a span.
@@ -189,7 +208,11 @@ impl Request {
             | Request::Put { key, .. }
             | Request::ConditionalPut { key, .. }
             | Request::Increment { key, .. }
-            | Request::Delete { key } => Span::new(key.clone(), crate::keys::next_key(key)),
+            | Request::Delete { key }
+            | Request::PutInline { key, .. }
+            | Request::AdminSplit { split_key: key } => {
+                Span::new(key.clone(), crate::keys::next_key(key))
+            }
             Request::Scan { span, .. }
             | Request::ReverseScan { span, .. }
             | Request::DeleteRange { span } => span.clone(),
@@ -219,6 +242,11 @@ pub enum Response {
     },
     DeleteRange {
         deleted: Vec<Vec<u8>>,
+    },
+    PutInline,
+    AdminSplit {
+        left: RangeDescriptor,
+        right: RangeDescriptor,
     },
 }
 

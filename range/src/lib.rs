@@ -9,6 +9,8 @@
 //! - [`latch`]: serialising conflicting requests from evaluation to application.
 //! - [`replica`]: a request's path through one replica: key check, lease, latches,
 //!   evaluation, replication.
+//! - [`split`]: splitting a range in two.
+//! - [`tscache`]: the timestamp cache: the highest timestamp that read each span.
 //! - [`store`]: all replicas of a node, routing, bootstrap, up-replication.
 
 pub mod eval;
@@ -16,7 +18,9 @@ pub mod latch;
 pub mod log_writer;
 pub mod raft;
 pub mod replica;
+pub mod split;
 pub mod store;
+pub mod tscache;
 
 pub use replica::Replica;
 pub use store::{Store, StoreConfig, StoreError};

@@ -16,8 +16,11 @@
 //! `RangeUnavailable` (nothing was proposed) or `AmbiguousResult` (a proposal was made
 //! and its fate is unknown) instead of hanging.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use cairn_kv::api::{self, BatchRequest, BatchResponse, RangeDescriptor, ReplicaId};
 use cairn_kv::hlc::Clock;
@@ -28,23 +31,28 @@ use cairn_kv::{NodeId, RangeId, Timestamp};
 use crate::eval::{self, EvalContext};
 use crate::latch::{LatchManager, LatchSpan};
 use crate::raft::{GroupError, GroupStatus, RaftCommand, RaftGroup, ReplicaShared};
+use crate::store::ClusterSender;
 
 /// How many times a non-transactional write moves its timestamp up after meeting a newer
 /// version before giving up.
 const MAX_WRITE_TOO_OLD_RETRIES: usize = 10;
 
 pub struct Replica {
-    range_id: RangeId,
-    node_id: NodeId,
+    pub(crate) range_id: RangeId,
+    pub(crate) node_id: NodeId,
     group: RaftGroup,
     shared: Arc<ReplicaShared>,
-    latches: LatchManager,
+    pub(crate) latches: LatchManager,
     engine: Arc<dyn Engine>,
-    clock: Arc<Clock>,
-    request_timeout: Duration,
+    pub(crate) clock: Arc<Clock>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) cluster: ClusterSender,
+    /// The other replicas of this replica's store.
+    pub(crate) siblings: Weak<RwLock<HashMap<RangeId, Arc<Replica>>>>,
 }
 
 impl Replica {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         node_id: NodeId,
         group: RaftGroup,
@@ -52,6 +60,8 @@ impl Replica {
         engine: Arc<dyn Engine>,
         clock: Arc<Clock>,
         request_timeout: Duration,
+        cluster: ClusterSender,
+        siblings: Weak<RwLock<HashMap<RangeId, Arc<Replica>>>>,
     ) -> Self {
         Replica {
             range_id: group.range_id(),
@@ -62,7 +72,14 @@ impl Replica {
             engine,
             clock,
             request_timeout,
+            cluster,
+            siblings,
         }
+    }
+
+    /// This store's replica of `range_id`, if it holds one.
+    pub(crate) fn sibling(&self, range_id: RangeId) -> Option<Arc<Replica>> {
+        self.siblings.upgrade()?.read().get(&range_id).cloned()
     }
 
     pub fn range_id(&self) -> RangeId {
@@ -101,7 +118,12 @@ impl Replica {
         leader.and_then(|l| desc.replica(l).copied())
     }
 
-    fn group_error(&self, e: GroupError, desc: &RangeDescriptor, proposed: bool) -> api::Error {
+    pub(crate) fn group_error(
+        &self,
+        e: GroupError,
+        desc: &RangeDescriptor,
+        proposed: bool,
+    ) -> api::Error {
         let range_id = self.range_id;
         match e {
             GroupError::NotLeader {
@@ -187,6 +209,9 @@ impl Replica {
             });
         };
         let spans = self.check_keys(&batch, &desc)?;
+        if batch.requests.iter().any(api::Request::is_admin) {
+            return self.serve_admin(batch).await;
+        }
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let timed_out = |what: &str| api::Error::RangeUnavailable {
             range_id,
@@ -219,6 +244,7 @@ impl Replica {
             let cmd = RaftCommand {
                 batch: writes,
                 new_descriptor: None,
+                split: None,
             };
             match tokio::time::timeout_at(deadline, self.group.propose(cmd)).await {
                 Err(_) => {
@@ -275,12 +301,37 @@ impl Replica {
         }
     }
 
+    /// Serves a batch holding an administrative request (alone).
+    async fn serve_admin(&self, batch: BatchRequest) -> Result<BatchResponse, api::Error> {
+        let [req] = batch.requests.as_slice() else {
+            return Err(api::Error::InvalidRequest(
+                "an admin request must be alone in its batch".into(),
+            ));
+        };
+        let response = match req {
+            api::Request::AdminSplit { split_key } => {
+                let (left, right) = self.admin_split(split_key).await?;
+                api::Response::AdminSplit { left, right }
+            }
+            other => {
+                return Err(api::Error::InvalidRequest(format!(
+                    "not an admin request: {other:?}"
+                )));
+            }
+        };
+        Ok(BatchResponse {
+            responses: vec![response],
+            timestamp: self.clock.now(),
+        })
+    }
+
     /// Proposes a new descriptor for the range (no data writes).
     pub async fn propose_descriptor(&self, desc: RangeDescriptor) -> Result<(), api::Error> {
         let current = self.descriptor().unwrap_or_else(|| desc.clone());
         let cmd = RaftCommand {
             batch: Default::default(),
             new_descriptor: Some(desc),
+            split: None,
         };
         match tokio::time::timeout(self.request_timeout, self.group.propose(cmd)).await {
             Err(_) => Err(api::Error::AmbiguousResult {

@@ -10,7 +10,7 @@
 //! store's old replica was removed from the range and is replaced.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use cairn_kv::api::{
@@ -25,10 +25,10 @@ use parking_lot::RwLock;
 
 use crate::log_writer::LogWriter;
 use crate::raft::log_store::{decode, encode};
-use crate::raft::state_machine::data_spans;
+use crate::raft::state_machine::{StoreEvent, data_spans};
 use crate::raft::{
-    GroupError, RaftConfig, RaftEnvelope, RaftGroup, RaftReply, RaftTransport, ReplicaNode,
-    ReplicaShared,
+    GroupError, RaftConfig, RaftEnvelope, RaftGroup, RaftReply, RaftRequest, RaftTransport,
+    ReplicaNode, ReplicaShared,
 };
 use crate::replica::Replica;
 
@@ -63,13 +63,24 @@ pub struct Store {
     writer: Arc<LogWriter>,
     transport: Arc<dyn RaftTransport>,
     clock: Arc<Clock>,
-    replicas: RwLock<HashMap<RangeId, Arc<Replica>>>,
+    replicas: ReplicaMap,
     /// Replicas that failed to start, with the reason. They serve nothing and are not
     /// recreated: their data is left for an operator to look at.
     broken: RwLock<HashMap<RangeId, String>>,
     /// Serialises replica creation and removal.
     lifecycle: tokio::sync::Mutex<()>,
+    /// Where replicas' state machines report splits.
+    events: tokio::sync::mpsc::UnboundedSender<StoreEvent>,
+    /// Routes batches to any range of the cluster (the node's DistSender), for what a
+    /// replica must ask of other ranges: new range ids and meta entries for splits.
+    cluster: ClusterSender,
 }
+
+/// The replicas of a store by range id.
+pub(crate) type ReplicaMap = Arc<RwLock<HashMap<RangeId, Arc<Replica>>>>;
+
+/// The cluster-wide sender, installed once the node has built it (it needs the store).
+pub type ClusterSender = Arc<OnceLock<Arc<dyn Sender>>>;
 
 fn storage(e: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(e.to_string())
@@ -84,16 +95,20 @@ impl Store {
         clock: Arc<Clock>,
     ) -> Result<Arc<Store>, StoreError> {
         let writer = Arc::new(LogWriter::start(engine.clone()).map_err(storage)?);
+        let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let store = Arc::new(Store {
             config,
             engine,
             writer,
             transport,
             clock,
-            replicas: RwLock::new(HashMap::new()),
+            replicas: ReplicaMap::default(),
             broken: RwLock::new(HashMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
+            events,
+            cluster: Arc::new(OnceLock::new()),
         });
+        tokio::spawn(Store::handle_events(Arc::downgrade(&store), events_rx));
         let held = store.held_replicas()?;
         tracing::info!(node = %store.config.node_id, replicas = ?held, "store opened");
         for (range_id, replica_id) in held {
@@ -109,6 +124,77 @@ impl Store {
 
     pub fn node_id(&self) -> NodeId {
         self.config.node_id
+    }
+
+    /// Installs the sender replicas use to reach other ranges (once; later calls are
+    /// ignored).
+    pub fn set_cluster_sender(&self, sender: Arc<dyn Sender>) {
+        let _ = self.cluster.set(sender);
+    }
+
+    /// Acts on what replicas report, until the store is dropped.
+    async fn handle_events(
+        store: Weak<Store>,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<StoreEvent>,
+    ) {
+        while let Some(event) = events.recv().await {
+            let Some(store) = store.upgrade() else {
+                return;
+            };
+            match event {
+                StoreEvent::SplitApplied {
+                    left,
+                    right,
+                    replica_id,
+                } => store.start_split_replica(left, &right, replica_id).await,
+            }
+        }
+    }
+
+    /// Starts this store's replica of a range a split just created. A replica of it may
+    /// already run, created by a message from the new range's first leader before the
+    /// split applied here: if it has no data yet, it restarts from the state the split
+    /// wrote. If this store's replica of the left-hand range leads, the new range's
+    /// replica here campaigns, so the two start with the same leader.
+    async fn start_split_replica(
+        &self,
+        left: RangeId,
+        right: &RangeDescriptor,
+        replica_id: ReplicaId,
+    ) {
+        let _l = self.lifecycle.lock().await;
+        let range_id = right.range_id;
+        let started = match self.replica(range_id) {
+            Some(r) if r.descriptor().is_some() => return,
+            Some(r) => {
+                r.group().shutdown().await;
+                self.replicas.write().remove(&range_id);
+                self.start_replica(range_id, replica_id).await
+            }
+            None => self.start_replica(range_id, replica_id).await,
+        };
+        match started {
+            Ok(r) => {
+                tracing::info!(node = %self.config.node_id, range = %right, "started replica created by a split");
+                if self.replica(left).is_some_and(|l| l.status().is_leader) {
+                    r.group().campaign();
+                }
+            }
+            Err(e) => {
+                tracing::error!(range = %range_id, error = %e, "replica created by a split refuses to start");
+                self.broken.write().insert(range_id, e.to_string());
+            }
+        }
+    }
+
+    /// A replica of this store, other than `desc`'s own, whose keys overlap `desc`'s.
+    fn overlapping_replica(&self, desc: &RangeDescriptor) -> Option<RangeDescriptor> {
+        self.replicas
+            .read()
+            .values()
+            .filter(|r| r.range_id() != desc.range_id)
+            .filter_map(|r| r.descriptor())
+            .find(|d| d.start_key < desc.end_key && desc.start_key < d.end_key)
     }
 
     pub fn clock(&self) -> &Arc<Clock> {
@@ -159,7 +245,7 @@ impl Store {
         range_id: RangeId,
         replica_id: ReplicaId,
     ) -> Result<Arc<Replica>, StoreError> {
-        let shared = Arc::new(ReplicaShared::default());
+        let shared = Arc::new(ReplicaShared::with_events(self.events.clone()));
         let group = RaftGroup::start(
             range_id,
             replica_id,
@@ -177,6 +263,8 @@ impl Store {
             self.engine.clone(),
             self.clock.clone(),
             self.config.request_timeout,
+            self.cluster.clone(),
+            Arc::downgrade(&self.replicas),
         ));
         self.replicas.write().insert(range_id, replica.clone());
         tracing::debug!(node = %self.config.node_id, range = %range_id, replica = %replica_id, "replica started");
@@ -324,6 +412,18 @@ impl Store {
                 .await
                 .map_err(|e| e.to_string())?,
         };
+        // A snapshot may only land where no other replica of this store holds its keys:
+        // until this store's replica of the range it was split from has applied the
+        // split, the keys are that replica's, and the leader must retry later.
+        if let RaftRequest::Snapshot(chunk) = &msg.body
+            && let Some(header) = &chunk.header
+            && let Some(other) = self.overlapping_replica(&header.descriptor)
+        {
+            return Err(format!(
+                "snapshot of {} overlaps {other} on {}; retry once it has split",
+                header.descriptor, self.config.node_id
+            ));
+        }
         replica.group().handle(msg.body).await
     }
 

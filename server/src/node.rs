@@ -322,6 +322,7 @@ impl Node {
             transport: self.transport.clone(),
         });
         let dist = Arc::new(DistSender::new(dialer, self.config.request_timeout));
+        store.set_cluster_sender(dist.clone());
         let running = Running {
             node_id: id,
             store,

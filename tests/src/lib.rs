@@ -8,6 +8,7 @@
 //! and `iptables` partitions.
 
 pub mod linearizability;
+pub mod list_append;
 pub mod processes;
 
 use std::path::PathBuf;
@@ -218,6 +219,48 @@ impl Cluster {
             Some(Response::Get { value }) => Ok(value),
             other => panic!("unexpected answer to get: {other:?}"),
         }
+    }
+
+    /// Splits the range holding `key` at `key`, through node `via`.
+    pub async fn split(
+        &self,
+        via: usize,
+        key: &[u8],
+    ) -> Result<(api::RangeDescriptor, api::RangeDescriptor), api::Error> {
+        match self
+            .send(
+                via,
+                vec![Request::AdminSplit {
+                    split_key: key.to_vec(),
+                }],
+            )
+            .await?
+            .pop()
+        {
+            Some(Response::AdminSplit { left, right }) => Ok((left, right)),
+            other => panic!("unexpected answer to a split: {other:?}"),
+        }
+    }
+
+    /// The raw data of `desc`'s range on node `i` (its MVCC versions, intents and
+    /// range-local keys), to compare replicas.
+    pub fn range_data(&self, i: usize, desc: &api::RangeDescriptor) -> Vec<(Vec<u8>, Vec<u8>)> {
+        use cairn_kv::storage::{Space, scan_all};
+        let store = self.node(i).store().expect("node serves");
+        let mut all = Vec::new();
+        for span in cairn_range::raft::state_machine::data_spans(desc) {
+            all.extend(
+                scan_all(
+                    &**store.engine(),
+                    Space::Data,
+                    &span.start,
+                    Some(&span.end),
+                    false,
+                )
+                .expect("scan"),
+            );
+        }
+        all
     }
 
     /// Every version of `key` on every live node's engine, for failure messages.

@@ -330,6 +330,14 @@ impl DistSender {
     }
 }
 
+/// The DistSender is itself a sender to the whole cluster: it ignores the header's range
+/// id and routes by key.
+impl Sender for DistSender {
+    fn send(&self, batch: BatchRequest) -> api::BoxFuture<'_, Result<BatchResponse, api::Error>> {
+        Box::pin(DistSender::send(self, batch))
+    }
+}
+
 /// What to do after a range did not serve a batch.
 enum Routing {
     /// Wait a little and try again (no leaseholder found yet).

@@ -12,6 +12,7 @@ mod cmd_delete_range;
 mod cmd_get;
 mod cmd_increment;
 mod cmd_put;
+mod cmd_put_inline;
 mod cmd_reverse_scan;
 mod cmd_scan;
 
@@ -66,6 +67,10 @@ pub fn evaluate(
             cmd_reverse_scan::eval(batch, ctx, span, *max_keys)
         }
         Request::DeleteRange { span } => cmd_delete_range::eval(batch, ctx, span),
+        Request::PutInline { key, value } => cmd_put_inline::eval(batch, ctx, key, value),
+        Request::AdminSplit { .. } => Err(cairn_kv::Error::InvalidArgument(
+            "an admin request is served by the replica, not evaluated".into(),
+        )),
     }
 }
 

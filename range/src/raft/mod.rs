@@ -72,6 +72,15 @@ pub struct ReplicaNode {
 pub struct RaftCommand {
     pub batch: WriteBatch,
     pub new_descriptor: Option<RangeDescriptor>,
+    /// Set on the command that splits the range: `new_descriptor` is then the left-hand
+    /// side, and applying the command creates the right-hand range on every replica.
+    pub split: Option<SplitTrigger>,
+}
+
+/// The right-hand side of a split (see [`crate::split`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SplitTrigger {
+    pub right: RangeDescriptor,
 }
 
 impl fmt::Display for RaftCommand {
@@ -292,7 +301,7 @@ impl RaftGroup {
         timing: RaftConfig,
     ) -> Result<RaftGroup, GroupError> {
         let log = LogStore::new(range_id, engine.clone(), writer.clone());
-        let sm = StateMachine::open(range_id, engine, writer, shared)
+        let sm = StateMachine::open(range_id, replica_id, engine, writer, shared)
             .map_err(|e| GroupError::Stopped(format!("loading applied state: {e}")))?;
         let net = NetworkFactory::new(range_id, replica_id, transport);
         let raft = Raft::new(replica_id.0, config(timing)?, net, log, sm)
@@ -431,6 +440,14 @@ impl RaftGroup {
             .await
             .map(|_| ())
             .map_err(membership_error)
+    }
+
+    /// Starts an election with this replica as candidate.
+    pub fn campaign(&self) {
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            let _ = raft.trigger().elect(false).await;
+        });
     }
 
     /// Asks the group to move leadership to `to`.

@@ -33,12 +33,25 @@ use super::ReplicaNode;
 type MembershipOf = Membership<u64, ReplicaNode>;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::log_store::{decode, encode};
 use super::{CommandResult, TypeConfig};
 use crate::log_writer::LogWriter;
 
 type LogId = LogIdOf<TypeConfig>;
+
+/// What a replica's state machine tells the store that holds it.
+#[derive(Debug)]
+pub enum StoreEvent {
+    /// A split created the range `right` on this store, where this store's replica of it
+    /// is `replica_id`: start that replica.
+    SplitApplied {
+        left: RangeId,
+        right: RangeDescriptor,
+        replica_id: ReplicaId,
+    },
+}
 
 /// What the replica and its state machine share: the latest applied descriptor and
 /// index, for request routing and status.
@@ -47,9 +60,20 @@ pub struct ReplicaShared {
     descriptor: RwLock<Option<RangeDescriptor>>,
     applied_index: AtomicU64,
     snapshots_installed: AtomicU64,
+    /// Where the state machine reports what its store must act on (none in tests that
+    /// run a bare group).
+    events: Option<UnboundedSender<StoreEvent>>,
 }
 
 impl ReplicaShared {
+    /// Shared state whose state machine reports to `events`.
+    pub fn with_events(events: UnboundedSender<StoreEvent>) -> Self {
+        ReplicaShared {
+            events: Some(events),
+            ..ReplicaShared::default()
+        }
+    }
+
     pub fn descriptor(&self) -> Option<RangeDescriptor> {
         self.descriptor.read().clone()
     }
@@ -106,14 +130,19 @@ fn storage(e: cairn_kv::Error) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// Writes `desc` into the range's data: at its range-local key and, if the meta key of
-/// the range lies in the range itself (the meta range), at its meta key.
-fn write_descriptor(batch: &mut WriteBatch, desc: &RangeDescriptor) -> io::Result<()> {
+/// Writes `desc` into the store's data: at its range-local key and, if its meta key lies
+/// in `holder` (the range applying the write, when it is the meta range), at its meta
+/// key.
+fn write_descriptor(
+    batch: &mut WriteBatch,
+    desc: &RangeDescriptor,
+    holder: &RangeDescriptor,
+) -> io::Result<()> {
     let body = postcard::to_stdvec(desc)
         .map_err(|e| io::Error::other(format!("encoding descriptor: {e}")))?;
     let mut targets = vec![keys::range_descriptor_key(&desc.start_key)];
     let meta = keys::meta_key(&desc.end_key);
-    if desc.contains_key(&meta) {
+    if holder.contains_key(&meta) {
         targets.push(meta);
     }
     for user_key in targets {
@@ -148,8 +177,15 @@ fn with_membership(desc: &RangeDescriptor, m: &MembershipOf) -> RangeDescriptor 
     }
 }
 
+/// The log id a range created by a split starts from (term 0, index 0: what a group's
+/// first entry gets).
+fn initial_log_id() -> LogId {
+    LogId::new_term_index(0, 0)
+}
+
 pub struct StateMachine {
     range_id: RangeId,
+    replica_id: ReplicaId,
     engine: Arc<dyn Engine>,
     state: AppliedState,
     shared: Arc<ReplicaShared>,
@@ -159,6 +195,7 @@ impl StateMachine {
     /// Loads the range's applied state from the store (empty for a new replica).
     pub fn open(
         range_id: RangeId,
+        replica_id: ReplicaId,
         engine: Arc<dyn Engine>,
         _writer: Arc<LogWriter>,
         shared: Arc<ReplicaShared>,
@@ -171,6 +208,7 @@ impl StateMachine {
         shared.publish(&state.descriptor, &state.applied);
         Ok(StateMachine {
             range_id,
+            replica_id,
             engine,
             state,
             shared,
@@ -181,6 +219,70 @@ impl StateMachine {
         let key = keys::range_applied_state_key(self.range_id);
         batch.put(Space::Raft, key.clone(), encode(&key, &self.state)?);
         Ok(())
+    }
+
+    /// Writes the initial Raft state of the right-hand range of a split into `batch`:
+    /// the same on every replica, so the new group's replicas agree from the start.
+    ///
+    /// The new group's log starts purged at index 0, as if a snapshot of the range's
+    /// data at the split had been taken there: its members are the left-hand range's,
+    /// under the same replica ids. A replica of the new range that did not go through
+    /// the split (added later, or lagging behind it) therefore gets a snapshot, never a
+    /// log to replay on data it does not have.
+    ///
+    /// Returns the event for the store, or `None` when this store already holds state
+    /// for the new range (the split is being replayed after a restart).
+    fn create_right(
+        &self,
+        batch: &mut WriteBatch,
+        right: &RangeDescriptor,
+    ) -> io::Result<Option<StoreEvent>> {
+        let Some(mine) = right.replica(self.replica_id) else {
+            return Err(io::Error::other(format!(
+                "{}: split into {right} does not include this replica {}",
+                self.range_id, self.replica_id
+            )));
+        };
+        let applied_key = keys::range_applied_state_key(right.range_id);
+        if self
+            .engine
+            .get(Space::Raft, &applied_key)
+            .map_err(storage)?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let log_id = initial_log_id();
+        let state = AppliedState {
+            applied: Some(log_id),
+            membership: StoredMembership::new(
+                Some(log_id),
+                self.state.membership.membership().clone(),
+            ),
+            descriptor: Some(right.clone()),
+        };
+        let truncated_key = keys::raft_truncated_state_key(right.range_id);
+        let replica_key = keys::raft_replica_id_key(right.range_id);
+        batch.put(
+            Space::Raft,
+            applied_key.clone(),
+            encode(&applied_key, &state)?,
+        );
+        batch.put(
+            Space::Raft,
+            truncated_key.clone(),
+            encode(&truncated_key, &log_id)?,
+        );
+        batch.put(
+            Space::Raft,
+            replica_key.clone(),
+            encode(&replica_key, &mine.replica_id.0)?,
+        );
+        Ok(Some(StoreEvent::SplitApplied {
+            left: self.range_id,
+            right: right.clone(),
+            replica_id: mine.replica_id,
+        }))
     }
 
     fn snapshot_now(&self) -> SnapshotOf<TypeConfig, SnapshotData> {
@@ -226,6 +328,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut batch = WriteBatch::new();
         let mut replies = Vec::new();
+        let mut splits = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
             match entry.payload {
@@ -233,14 +336,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(cmd) => {
                     batch.append(cmd.batch);
                     if let Some(desc) = cmd.new_descriptor {
-                        write_descriptor(&mut batch, &desc)?;
+                        write_descriptor(&mut batch, &desc, &desc)?;
+                        if let Some(split) = cmd.split {
+                            write_descriptor(&mut batch, &split.right, &desc)?;
+                            if let Some(created) = self.create_right(&mut batch, &split.right)? {
+                                splits.push(created);
+                            }
+                        }
                         self.state.descriptor = Some(desc);
                     }
                 }
                 EntryPayload::Membership(m) => {
                     if let Some(desc) = &self.state.descriptor {
                         let desc = with_membership(desc, &m);
-                        write_descriptor(&mut batch, &desc)?;
+                        write_descriptor(&mut batch, &desc, &desc)?;
                         self.state.descriptor = Some(desc);
                     }
                     self.state.membership = StoredMembership::new(Some(log_id), m);
@@ -256,6 +365,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.engine.write(batch, false).map_err(storage)?;
         self.shared
             .publish(&self.state.descriptor, &self.state.applied);
+        for event in splits {
+            if let Some(events) = &self.shared.events {
+                // The store starts the new replica; if it is gone (shutting down), the
+                // replica starts from disk with the store next time.
+                let _ = events.send(event);
+            }
+        }
         for (r, applied_index) in replies {
             r.send(CommandResult { applied_index });
         }

@@ -4,3 +4,4 @@ mod http;
 mod linearizability;
 mod processes;
 mod replication;
+mod splits;

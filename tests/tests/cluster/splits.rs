@@ -1,0 +1,282 @@
+//! Admin splits: a range cut in two under concurrent writes, the new range failing over
+//! and restarting, and a replica that missed the split catching up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cairn_kv::RangeId;
+use cairn_kv::api::RangeDescriptor;
+use cairn_tests::Cluster;
+use parking_lot::Mutex;
+use tokio::sync::RwLock;
+
+type Acked = Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>;
+
+/// Writes keys `<prefix><n>` through every live node in turn until `stop`; returns what
+/// was acknowledged and every error.
+fn spawn_writer(
+    cluster: Arc<RwLock<Cluster>>,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(Acked, Vec<String>)> {
+    tokio::spawn(async move {
+        let acked: Acked = Arc::default();
+        let mut errors = Vec::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let key = format!("{prefix}{i:06}").into_bytes();
+            let value = format!("v{i}").into_bytes();
+            let c = cluster.read().await;
+            let via = (1..=c.len())
+                .cycle()
+                .skip(i as usize % c.len())
+                .find(|&n| c.is_up(n))
+                .expect("a live node");
+            match c.put(via, &key, &value).await {
+                Ok(()) => {
+                    acked.lock().insert(key, value);
+                }
+                Err(e) => errors.push(format!("{}: {e}", String::from_utf8_lossy(&key))),
+            }
+        }
+        (acked, errors)
+    })
+}
+
+/// Waits until every live replica of `range_id` has applied as far as its leader, then
+/// returns their descriptors and data, which must agree.
+async fn assert_replicas_agree(c: &Cluster, range_id: RangeId) -> RangeDescriptor {
+    c.wait_until(
+        Duration::from_secs(30),
+        &format!("every replica of {range_id} caught up"),
+        |c| {
+            let Some(l) = c.leaseholder(range_id) else {
+                return false;
+            };
+            let Some(leader) = c.node(l).replica_status(range_id) else {
+                return false;
+            };
+            (1..=c.len()).filter(|&i| c.is_up(i)).all(|i| {
+                c.node(i)
+                    .store()
+                    .and_then(|s| s.replica(range_id))
+                    .is_some_and(|r| {
+                        r.status().applied_index >= leader.applied_index && r.descriptor().is_some()
+                    })
+            })
+        },
+    )
+    .await;
+    let l = c.leaseholder(range_id).expect("a leaseholder");
+    let desc = c
+        .node(l)
+        .store()
+        .and_then(|s| s.replica(range_id))
+        .and_then(|r| r.descriptor())
+        .expect("descriptor");
+    let expected = c.range_data(l, &desc);
+    for i in (1..=c.len()).filter(|&i| c.is_up(i)) {
+        let d = c
+            .node(i)
+            .store()
+            .and_then(|s| s.replica(range_id))
+            .and_then(|r| r.descriptor())
+            .expect("descriptor");
+        assert_eq!(d, desc, "n{i} has another descriptor of {range_id}");
+        let data = c.range_data(i, &desc);
+        assert!(
+            data == expected,
+            "n{i}'s replica of {desc} differs from the leaseholder's ({} vs {} entries)",
+            data.len(),
+            expected.len()
+        );
+    }
+    desc
+}
+
+async fn assert_all_readable(c: &Cluster, acked: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    for (k, v) in acked {
+        let via = 1 + k.len() % c.len();
+        let via = if c.is_up(via) {
+            via
+        } else {
+            (1..=c.len()).find(|&i| c.is_up(i)).unwrap()
+        };
+        let got = c.get(via, k).await.expect("read");
+        assert_eq!(
+            got.as_ref(),
+            Some(v),
+            "acknowledged write of {} lost",
+            String::from_utf8_lossy(k)
+        );
+    }
+}
+
+/// Writers on both sides of two split points see no error while the first range splits
+/// (meta entries written by the split command itself) and its right half splits again
+/// (meta entries written to the first range); every acknowledged write is readable,
+/// and every replica of each range holds the same data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn splits_under_concurrent_writes() {
+    let cluster = Arc::new(RwLock::new(Cluster::start(3).await));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = ["d", "k", "s", "x"]
+        .into_iter()
+        .map(|p| spawn_writer(cluster.clone(), p, stop.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (left, right) = {
+        let c = cluster.read().await;
+        c.split(2, b"h").await.expect("first split")
+    };
+    assert_eq!((left.range_id, right.range_id), (RangeId(1), RangeId(2)));
+    assert_eq!(right.start_key, b"h");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (l2, r2) = {
+        let c = cluster.read().await;
+        c.split(3, b"p").await.expect("second split")
+    };
+    assert_eq!(l2.range_id, RangeId(2));
+    assert_eq!(
+        (r2.start_key.as_slice(), r2.end_key.as_slice()),
+        (&b"p"[..], cairn_kv::keys::KEY_MAX)
+    );
+    // Splitting where a range already starts, or inside the meta span, is refused.
+    {
+        let c = cluster.read().await;
+        let err = c.split(1, b"p").await.expect_err("split at a boundary");
+        assert!(err.to_string().contains("already starts there"), "{err}");
+        let err = c
+            .split(1, b"\x02meta")
+            .await
+            .expect_err("split in the meta span");
+        assert!(err.to_string().contains("cannot split"), "{err}");
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = BTreeMap::new();
+    for w in writers {
+        let (a, errors) = w.await.expect("writer");
+        assert!(
+            errors.is_empty(),
+            "clients saw errors during splits: {errors:?}"
+        );
+        acked.extend(a.lock().clone());
+    }
+    let c = cluster.read().await;
+    assert_all_readable(&c, &acked).await;
+    // Each side of each split holds its writers' keys.
+    for (range, prefix) in [(RangeId(1), "d"), (RangeId(2), "k"), (RangeId(3), "s")] {
+        let desc = assert_replicas_agree(&c, range).await;
+        assert_eq!(desc.voters().count(), 3, "{desc}");
+        assert!(
+            desc.contains_key(prefix.as_bytes()),
+            "{desc} should hold {prefix}"
+        );
+    }
+    // A fresh DistSender (empty cache) finds the new ranges through the meta range.
+    let client = cairn_server::bench::Client::connect(c.node(2).rpc_addr(), c.request_timeout)
+        .await
+        .expect("client");
+    for (k, v) in acked.iter().step_by(7) {
+        let resp = client
+            .dist_sender()
+            .send(cairn_kv::api::BatchRequest::new(
+                RangeId(0),
+                vec![cairn_kv::api::Request::Get { key: k.clone() }],
+            ))
+            .await
+            .expect("read through a cold cache");
+        assert_eq!(
+            resp.responses,
+            vec![cairn_kv::api::Response::Get {
+                value: Some(v.clone())
+            }]
+        );
+    }
+}
+
+/// The range a split created fails over when its leaseholder dies, and comes back from
+/// disk when that node restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn split_range_fails_over_and_restarts() {
+    let mut c = Cluster::start(3).await;
+    c.put(1, b"left", b"1").await.expect("put");
+    c.put(1, b"right", b"1").await.expect("put");
+    let (_, right) = c.split(1, b"m").await.expect("split");
+    c.put(2, b"right", b"2").await.expect("put after split");
+    let holder = {
+        c.wait_until(
+            Duration::from_secs(10),
+            "the new range has a leaseholder",
+            |c| c.leaseholder(right.range_id).is_some(),
+        )
+        .await;
+        c.leaseholder(right.range_id).unwrap()
+    };
+    c.kill(holder).await;
+    let via = (1..=3).find(|&i| c.is_up(i)).unwrap();
+    c.put(via, b"right", b"3")
+        .await
+        .expect("put after the leaseholder died");
+    assert_eq!(c.get(via, b"left").await.unwrap(), Some(b"1".to_vec()));
+    c.restart(holder).await;
+    c.wait_until(
+        Duration::from_secs(20),
+        "the restarted node holds the new range",
+        |c| {
+            c.node(holder)
+                .store()
+                .and_then(|s| s.replica(right.range_id))
+                .is_some()
+        },
+    )
+    .await;
+    c.put(holder, b"right", b"4")
+        .await
+        .expect("put through the restarted node");
+    let desc = assert_replicas_agree(&c, right.range_id).await;
+    assert_eq!(desc.start_key, b"m");
+    assert_eq!(c.get(holder, b"right").await.unwrap(), Some(b"4".to_vec()));
+}
+
+/// A node cut off during a split, while both halves take enough writes to purge their
+/// logs, catches up afterwards: its replica of the left range learns of the split (by
+/// log or snapshot), and its replica of the new range gets a snapshot only once its
+/// left-hand replica no longer holds those keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_that_missed_a_split_catches_up() {
+    let c = Cluster::start(3).await;
+    for i in 0..20 {
+        c.put(1, format!("a{i:03}").as_bytes(), b"x")
+            .await
+            .expect("put");
+        c.put(1, format!("z{i:03}").as_bytes(), b"x")
+            .await
+            .expect("put");
+    }
+    let l = c.leaseholder(RangeId(1)).unwrap();
+    let cut = (1..=3).find(|&i| i != l).unwrap();
+    let others: Vec<usize> = (1..=3).filter(|&i| i != cut).collect();
+    for &o in &others {
+        c.partition(cut, o);
+    }
+    let (_, right) = c.split(l, b"m").await.expect("split without one node");
+    for i in 0..150 {
+        c.put(l, format!("b{i:03}").as_bytes(), b"y")
+            .await
+            .expect("put left");
+        c.put(l, format!("y{i:03}").as_bytes(), b"y")
+            .await
+            .expect("put right");
+    }
+    c.heal();
+    for range in [RangeId(1), right.range_id] {
+        let desc = assert_replicas_agree(&c, range).await;
+        assert_eq!(desc.voters().count(), 3);
+    }
+    assert_eq!(c.get(cut, b"y149").await.unwrap(), Some(b"y".to_vec()));
+}
