@@ -113,6 +113,59 @@ impl fmt::Display for RangeDescriptor {
     }
 }
 
+/// How often a transaction's coordinator heartbeats its record.
+pub const TXN_HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A pending transaction whose record has not been heartbeated for this long (or, with
+/// no record, that started this long ago) is abandoned: any conflicting transaction may
+/// abort it.
+pub const TXN_LIVENESS_THRESHOLD: std::time::Duration = std::time::Duration::from_millis(2500);
+
+/// Where a transaction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnStatus {
+    Pending,
+    /// The commit point: the record says COMMITTED, so every intent commits.
+    Committed,
+    Aborted,
+}
+
+/// A transaction record: stored (unversioned) at the transaction's range-local record
+/// key, anchored at its first written key.
+///
+/// Invariants:
+/// - a record leaves `Pending` once, to `Committed` or `Aborted`, and never changes
+///   after that;
+/// - `meta.write_ts` only grows while `Pending`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnRecord {
+    pub meta: TxnMeta,
+    pub status: TxnStatus,
+    /// The coordinator's clock at its last heartbeat.
+    pub last_heartbeat: Timestamp,
+    /// Where the transaction's intents are, outside the record's own range, once it
+    /// has finished (for whoever cleans up after it).
+    pub lock_spans: Vec<Span>,
+}
+
+impl TxnRecord {
+    /// Whether the transaction has not been heard from for longer than
+    /// [`TXN_LIVENESS_THRESHOLD`] as of `now`.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.status == TxnStatus::Pending
+            && self.last_heartbeat.add_duration(TXN_LIVENESS_THRESHOLD) < now
+    }
+}
+
+/// What a push asks of the pushee.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PushKind {
+    /// Move the pushee's timestamp above `push_to` (a reader meeting its intent).
+    Timestamp,
+    /// Abort the pushee (a writer meeting its intent, or a deadlock breaker).
+    Abort,
+}
+
 /// What applies to every request of a batch.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
@@ -126,6 +179,10 @@ pub struct Header {
     /// The transaction, for transactional requests: writes become its intents, reads
     /// see its own writes.
     pub txn: Option<TxnMeta>,
+    /// Clock readings the transaction took from nodes it has been to. A value a node's
+    /// leaseholder wrote above the reading it gave was written after the transaction
+    /// started, so on that node the uncertainty interval ends at the reading.
+    pub observed: Vec<(NodeId, Timestamp)>,
 }
 
 /// One operation of a batch.
@@ -173,6 +230,54 @@ pub enum Request {
         key: Vec<u8>,
         value: Vec<u8>,
     },
+    /// Ends the transaction of the batch's header, anchored at `key`: commits it at its
+    /// write timestamp, or aborts it. Intents in `lock_spans` that lie in this range are
+    /// resolved by the same command; the others are left for the coordinator (and are
+    /// recorded in the transaction record).
+    EndTxn {
+        key: Vec<u8>,
+        commit: bool,
+        lock_spans: Vec<Span>,
+    },
+    /// Creates or refreshes the record of the header's transaction, anchored at `key`.
+    HeartbeatTxn {
+        key: Vec<u8>,
+    },
+    /// Asks the record of `pushee` (anchored at `key`) to let the header's transaction
+    /// (if any) through: abort the pushee, or move its timestamp above `push_to`.
+    /// Succeeds if the pushee has finished, is abandoned, has a lower priority, or
+    /// `force` is set (a deadlock is being broken).
+    PushTxn {
+        key: Vec<u8>,
+        pushee: TxnMeta,
+        push_to: Timestamp,
+        kind: PushKind,
+        force: bool,
+    },
+    /// The record of `txn` (anchored at `key`), and the transactions waiting for it.
+    QueryTxn {
+        key: Vec<u8>,
+        txn: crate::ids::TxnId,
+    },
+    /// Resolves `txn`'s intent on `key`: commits it at `txn.write_ts`, removes it, or
+    /// moves it up to `txn.write_ts` (pending).
+    ResolveIntent {
+        key: Vec<u8>,
+        txn: TxnMeta,
+        status: TxnStatus,
+    },
+    /// Resolves `txn`'s intents in `span`.
+    ResolveIntentRange {
+        span: Span,
+        txn: TxnMeta,
+        status: TxnStatus,
+    },
+    /// Checks that nothing in `span` was written in (`from`, header timestamp] by anyone
+    /// else, so the transaction's reads there still hold at the header timestamp.
+    Refresh {
+        span: Span,
+        from: Timestamp,
+    },
     /// Splits the range holding `split_key` into `[start, split_key)` and
     /// `[split_key, end)`. Must be alone in its batch.
     AdminSplit {
@@ -191,8 +296,42 @@ impl Request {
             | Request::Delete { .. }
             | Request::DeleteRange { .. }
             | Request::PutInline { .. }
-            | Request::AdminSplit { .. } => true,
+            | Request::AdminSplit { .. }
+            | Request::EndTxn { .. }
+            | Request::HeartbeatTxn { .. }
+            | Request::PushTxn { .. }
+            | Request::ResolveIntent { .. }
+            | Request::ResolveIntentRange { .. } => true,
+            Request::QueryTxn { .. } | Request::Refresh { .. } => false,
         }
+    }
+
+    /// Whether the request reads the range's data at the batch's timestamp (and so
+    /// leaves its mark in the timestamp cache).
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Request::Get { .. }
+                | Request::Scan { .. }
+                | Request::ReverseScan { .. }
+                | Request::ConditionalPut { .. }
+                | Request::Increment { .. }
+                | Request::DeleteRange { .. }
+                | Request::Refresh { .. }
+        )
+    }
+
+    /// Whether the request writes user data at the batch's timestamp (and so must be
+    /// pushed above reads in the timestamp cache).
+    pub fn writes_data(&self) -> bool {
+        matches!(
+            self,
+            Request::Put { .. }
+                | Request::ConditionalPut { .. }
+                | Request::Increment { .. }
+                | Request::Delete { .. }
+                | Request::DeleteRange { .. }
+        )
     }
 
     /// Whether the request is an administrative command, served by the replica itself
@@ -210,12 +349,19 @@ impl Request {
             | Request::Increment { key, .. }
             | Request::Delete { key }
             | Request::PutInline { key, .. }
-            | Request::AdminSplit { split_key: key } => {
+            | Request::AdminSplit { split_key: key }
+            | Request::EndTxn { key, .. }
+            | Request::HeartbeatTxn { key }
+            | Request::PushTxn { key, .. }
+            | Request::QueryTxn { key, .. }
+            | Request::ResolveIntent { key, .. } => {
                 Span::new(key.clone(), crate::keys::next_key(key))
             }
             Request::Scan { span, .. }
             | Request::ReverseScan { span, .. }
-            | Request::DeleteRange { span } => span.clone(),
+            | Request::DeleteRange { span }
+            | Request::ResolveIntentRange { span, .. }
+            | Request::Refresh { span, .. } => span.clone(),
         }
     }
 }
@@ -244,6 +390,23 @@ pub enum Response {
         deleted: Vec<Vec<u8>>,
     },
     PutInline,
+    EndTxn {
+        record: TxnRecord,
+    },
+    HeartbeatTxn {
+        record: TxnRecord,
+    },
+    PushTxn {
+        pushee: TxnRecord,
+    },
+    QueryTxn {
+        record: Option<TxnRecord>,
+        /// Transactions waiting (directly or through others) for this one.
+        waiting: Vec<crate::ids::TxnId>,
+    },
+    ResolveIntent,
+    ResolveIntentRange,
+    Refresh,
     AdminSplit {
         left: RangeDescriptor,
         right: RangeDescriptor,
@@ -281,6 +444,11 @@ pub struct BatchResponse {
     /// The timestamp the batch was evaluated at (it can be above the requested one for
     /// non-transactional writes that met a newer version).
     pub timestamp: Timestamp,
+    /// For a transactional batch: the transaction as the range left it (its write
+    /// timestamp moves up when its writes had to go above reads or newer versions).
+    pub txn: Option<TxnMeta>,
+    /// The serving nodes' clock readings (see [`Header::observed`]).
+    pub observed: Vec<(NodeId, Timestamp)>,
 }
 
 /// Why a batch failed.

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::hlc::Timestamp;
+use crate::ids::TxnId;
 use crate::keys::pretty;
 use crate::mvcc::Intent;
 
@@ -75,6 +76,29 @@ pub enum Error {
         actual: Option<Vec<u8>>,
     },
 
+    /// The transaction was aborted (by a conflicting transaction that pushed it, a
+    /// deadlock breaker, or its own rollback); nothing it wrote will commit.
+    #[error("transaction {txn:?} aborted")]
+    TxnAborted { txn: TxnId },
+
+    /// A push could not abort or move the transaction: it is alive and not lower in
+    /// priority. The pusher waits and tries again.
+    #[error("transaction {pushee:?} is pending and cannot be pushed")]
+    TxnPushFailed { pushee: TxnId },
+
+    /// The transaction cannot commit at its timestamp: another transaction pushed it to
+    /// `ts`. It must refresh its reads to `ts` (or restart) before committing.
+    #[error("transaction {txn:?} was pushed to {ts}")]
+    TxnPushed { txn: TxnId, ts: Timestamp },
+
+    /// A refresh found a write in the refreshed span after the transaction's read
+    /// timestamp: what the transaction read is no longer current at its new timestamp.
+    #[error("refresh failed: key {} was written at {existing_ts}", pretty(key))]
+    RefreshFailed {
+        key: Vec<u8>,
+        existing_ts: Timestamp,
+    },
+
     /// A remote clock reading is further ahead of the local clock than the maximum
     /// offset allows.
     #[error(
@@ -99,7 +123,11 @@ impl Error {
             | Error::WriteIntent { .. }
             | Error::ReadWithinUncertainty { .. }
             | Error::WriteTooOld { .. }
-            | Error::ConditionFailed { .. } => true,
+            | Error::ConditionFailed { .. }
+            | Error::TxnAborted { .. }
+            | Error::TxnPushFailed { .. }
+            | Error::TxnPushed { .. }
+            | Error::RefreshFailed { .. } => true,
         }
     }
 

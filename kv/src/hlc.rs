@@ -282,6 +282,11 @@ impl Clock {
         next
     }
 
+    /// How long until this clock's physical time passes `ts` (zero if it has).
+    pub fn time_until(&self, ts: Timestamp) -> Duration {
+        Duration::from_nanos(ts.wall.saturating_sub(self.physical.now_nanos()))
+    }
+
     /// Merges a timestamp from another node so that every later reading is above it, and
     /// returns a reading above both.
     ///

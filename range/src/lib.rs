@@ -6,13 +6,17 @@
 //! - [`raft`]: one range's openraft group (log, state machine, network); the only
 //!   module that names openraft.
 //! - [`eval`]: one file per KV command, evaluated into a write batch.
+//! - [`concurrency`]: pushing and waiting for transactions whose intents block a
+//!   request.
 //! - [`latch`]: serialising conflicting requests from evaluation to application.
 //! - [`replica`]: a request's path through one replica: key check, lease, latches,
 //!   evaluation, replication.
 //! - [`split`]: splitting a range in two.
 //! - [`tscache`]: the timestamp cache: the highest timestamp that read each span.
+//! - [`txn_wait`]: pushers waiting for pending transactions; deadlock detection.
 //! - [`store`]: all replicas of a node, routing, bootstrap, up-replication.
 
+pub mod concurrency;
 pub mod eval;
 pub mod latch;
 pub mod log_writer;
@@ -21,6 +25,7 @@ pub mod replica;
 pub mod split;
 pub mod store;
 pub mod tscache;
+pub mod txn_wait;
 
 pub use replica::Replica;
 pub use store::{Store, StoreConfig, StoreError};

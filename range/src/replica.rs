@@ -25,6 +25,7 @@ use parking_lot::RwLock;
 use cairn_kv::api::{self, BatchRequest, BatchResponse, RangeDescriptor, ReplicaId};
 use cairn_kv::hlc::Clock;
 use cairn_kv::keys::{self, Span};
+use cairn_kv::mvcc::TxnMeta;
 use cairn_kv::storage::{Engine, IndexedBatch};
 use cairn_kv::{NodeId, RangeId, Timestamp};
 
@@ -32,10 +33,23 @@ use crate::eval::{self, EvalContext};
 use crate::latch::{LatchManager, LatchSpan};
 use crate::raft::{GroupError, GroupStatus, RaftCommand, RaftGroup, ReplicaShared};
 use crate::store::ClusterSender;
+use crate::tscache::TimestampCache;
+use crate::txn_wait::TxnWaitQueue;
 
 /// How many times a non-transactional write moves its timestamp up after meeting a newer
 /// version before giving up.
 const MAX_WRITE_TOO_OLD_RETRIES: usize = 10;
+
+/// Spans the timestamp cache remembers before it forgets the oldest (raising its floor).
+const TSCACHE_MAX_ENTRIES: usize = 100_000;
+
+/// What this replica knows as leaseholder, for the lease (Raft term) it belongs to.
+struct LeaseState {
+    term: u64,
+    /// Above anything a previous leaseholder may have read or written.
+    floor: Timestamp,
+    cache: TimestampCache,
+}
 
 pub struct Replica {
     pub(crate) range_id: RangeId,
@@ -49,6 +63,10 @@ pub struct Replica {
     pub(crate) cluster: ClusterSender,
     /// The other replicas of this replica's store.
     pub(crate) siblings: Weak<RwLock<HashMap<RangeId, Arc<Replica>>>>,
+    /// The lease (Raft term) the timestamp cache belongs to, and the cache.
+    tscache: parking_lot::Mutex<LeaseState>,
+    /// Pushes waiting on transaction records of this range.
+    pub(crate) txn_wait: TxnWaitQueue,
 }
 
 impl Replica {
@@ -74,6 +92,12 @@ impl Replica {
             request_timeout,
             cluster,
             siblings,
+            tscache: parking_lot::Mutex::new(LeaseState {
+                term: 0,
+                floor: Timestamp::MAX,
+                cache: TimestampCache::new(Timestamp::MAX, 0),
+            }),
+            txn_wait: TxnWaitQueue::default(),
         }
     }
 
@@ -223,23 +247,64 @@ impl Replica {
             Ok(Err(e)) => return Err(self.group_error(e, &desc, false)),
             Ok(Ok(())) => {}
         }
+        if let [api::Request::PushTxn { .. }] = batch.requests.as_slice() {
+            return self.serve_push(batch, spans, &desc, deadline).await;
+        }
+        loop {
+            match self
+                .serve_once(&batch, spans.clone(), &desc, deadline)
+                .await
+            {
+                Err(api::Error::Kv(cairn_kv::Error::WriteIntent { intents })) => {
+                    self.handle_conflicts(&batch, intents, deadline).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One pass of a batch through latches, evaluation and replication. Meeting another
+    /// transaction's intent ends the pass with `WriteIntent` (latches released).
+    pub(crate) async fn serve_once(
+        &self,
+        batch: &BatchRequest,
+        spans: Vec<LatchSpan>,
+        desc: &RangeDescriptor,
+        deadline: tokio::time::Instant,
+    ) -> Result<BatchResponse, api::Error> {
+        let range_id = self.range_id;
         let _latches = match tokio::time::timeout_at(deadline, self.latches.acquire(spans)).await {
             Ok(g) => g,
-            Err(_) => return Err(timed_out("waiting for conflicting requests")),
+            Err(_) => {
+                return Err(api::Error::RangeUnavailable {
+                    range_id,
+                    reason: format!(
+                        "timed out after {:?} waiting for conflicting requests",
+                        self.request_timeout
+                    ),
+                });
+            }
         };
         // The descriptor may have changed while we waited.
-        if let Some(now) = self.descriptor()
-            && now != desc
-        {
-            self.check_keys(&batch, &now)?;
-        }
+        let desc = match self.descriptor() {
+            Some(now) if now != *desc => {
+                self.check_keys(batch, &now)?;
+                now
+            }
+            _ => desc.clone(),
+        };
 
         let mut ts = if batch.header.timestamp.is_zero() {
             self.clock.now()
         } else {
             batch.header.timestamp
         };
-        let (responses, writes) = self.evaluate(&batch, &mut ts)?;
+        let mut txn = batch.header.txn.clone();
+        let observed = self.clock.now();
+        let limit = self.uncertainty_limit(&batch.header);
+        self.push_above_reads(batch, &mut ts, txn.as_mut());
+        let (mut responses, writes) = self.evaluate(batch, &desc, &mut ts, limit, txn.as_mut())?;
+        self.record_reads(batch, ts, txn.as_ref());
         if !writes.is_empty() {
             let cmd = RaftCommand {
                 batch: writes,
@@ -260,43 +325,157 @@ impl Replica {
                 Ok(Ok(_)) => {}
             }
         }
+        // A write above the clock (pushed over the floor of a new lease's timestamp
+        // cache) is acknowledged only once the clock has passed it, so that a read that
+        // starts after the acknowledgement reads at a timestamp that sees it.
+        if txn.is_none() && batch.is_write() {
+            let wait = self.clock.time_until(ts);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait.min(self.clock.max_offset())).await;
+            }
+        }
+        for (req, resp) in batch.requests.iter().zip(&mut responses) {
+            match (req, resp) {
+                (
+                    _,
+                    api::Response::EndTxn { record }
+                    | api::Response::HeartbeatTxn { record }
+                    | api::Response::PushTxn { pushee: record },
+                ) => {
+                    self.txn_wait.record_changed(record.meta.id);
+                }
+                (api::Request::QueryTxn { txn, .. }, api::Response::QueryTxn { waiting, .. }) => {
+                    *waiting = self.txn_wait.dependents(*txn);
+                }
+                _ => {}
+            }
+        }
         Ok(BatchResponse {
             responses,
             timestamp: ts,
+            txn,
+            observed: vec![(self.node_id, observed)],
         })
     }
 
-    /// Evaluates the batch at `ts`, moving `ts` up for non-transactional writes that meet
-    /// a newer version.
-    fn evaluate(
+    /// The timestamp cache of the current lease: a new lease (a new Raft term) starts
+    /// one whose floor is above anything the previous leaseholder can have served.
+    fn tscache(&self) -> parking_lot::MappedMutexGuard<'_, TimestampCache> {
+        let guard = self.lease_state();
+        parking_lot::MutexGuard::map(guard, |l| &mut l.cache)
+    }
+
+    fn lease_state(&self) -> parking_lot::MutexGuard<'_, LeaseState> {
+        let term = self.group.current_term();
+        let mut guard = self.tscache.lock();
+        if guard.term != term {
+            let floor = self.clock.now().add_duration(self.clock.max_offset());
+            *guard = LeaseState {
+                term,
+                floor,
+                cache: TimestampCache::new(floor, TSCACHE_MAX_ENTRIES),
+            };
+        }
+        guard
+    }
+
+    /// Where the batch's uncertainty interval ends on this node: at the clock reading
+    /// the transaction observed here, if it has one (a value written here above it came
+    /// after the transaction started), but never below what an earlier leaseholder
+    /// elsewhere may have written (the lease's floor).
+    pub(crate) fn uncertainty_limit(&self, header: &api::Header) -> Timestamp {
+        let global = header.uncertainty_limit;
+        match header.observed.iter().find(|(n, _)| *n == self.node_id) {
+            Some((_, seen)) => global.min((*seen).max(self.lease_state().floor)),
+            None => global,
+        }
+    }
+
+    /// Moves the batch's write timestamp above every read of the keys it writes by
+    /// others, so no write lands under a read that has been served.
+    fn push_above_reads(
         &self,
         batch: &BatchRequest,
         ts: &mut Timestamp,
+        txn: Option<&mut TxnMeta>,
+    ) {
+        let cache = self.tscache();
+        let own = txn.as_ref().map(|t| t.id);
+        let mut write_ts = txn.as_ref().map_or(*ts, |t| t.write_ts);
+        for req in batch.requests.iter().filter(|r| r.writes_data()) {
+            let (read_ts, reader) = cache.max_read(&req.span());
+            if read_ts >= write_ts && (own.is_none() || reader != own) {
+                write_ts = read_ts.next();
+            }
+        }
+        match txn {
+            Some(t) => t.write_ts = write_ts,
+            None => *ts = write_ts,
+        }
+    }
+
+    /// Records the batch's reads in the timestamp cache.
+    fn record_reads(&self, batch: &BatchRequest, ts: Timestamp, txn: Option<&TxnMeta>) {
+        let mut cache = self.tscache();
+        for req in batch.requests.iter().filter(|r| r.is_read()) {
+            cache.add(&req.span(), ts, txn.map(|t| t.id));
+        }
+    }
+
+    /// Evaluates the batch at `ts`, moving the write timestamp up (of the transaction,
+    /// or `ts` itself outside one) when a write meets a newer version.
+    fn evaluate(
+        &self,
+        batch: &BatchRequest,
+        desc: &RangeDescriptor,
+        ts: &mut Timestamp,
+        uncertainty_limit: Timestamp,
+        mut txn: Option<&mut TxnMeta>,
     ) -> Result<(Vec<api::Response>, cairn_kv::storage::WriteBatch), api::Error> {
+        let range_span = desc.span();
+        let now = self.clock.now();
         let mut attempts = 0;
         loop {
             let base: &dyn cairn_kv::storage::Reader = &*self.engine;
             let mut ib = IndexedBatch::new(base);
-            let ctx = EvalContext::new(&batch.header, *ts);
+            // Request i of a transactional batch runs at the batch's sequence number + i.
+            let metas: Vec<Option<TxnMeta>> = (0..batch.requests.len())
+                .map(|i| {
+                    txn.as_deref().map(|t| TxnMeta {
+                        seq: t.seq + u32::try_from(i).unwrap_or(u32::MAX),
+                        ..t.clone()
+                    })
+                })
+                .collect();
             let result: cairn_kv::Result<Vec<api::Response>> = batch
                 .requests
                 .iter()
-                .map(|r| eval::evaluate(&mut ib, &ctx, r))
+                .zip(&metas)
+                .map(|(r, meta)| {
+                    let ctx = EvalContext {
+                        ts: *ts,
+                        txn: meta.as_ref(),
+                        uncertainty_limit,
+                        now,
+                        range: &range_span,
+                    };
+                    eval::evaluate(&mut ib, &ctx, r)
+                })
                 .collect();
             match result {
                 Ok(responses) => return Ok((responses, ib.into_write_batch())),
-                Err(e) => {
-                    let retry = batch.header.txn.is_none()
-                        && attempts < MAX_WRITE_TOO_OLD_RETRIES
-                        && e.write_too_old_actual_ts().is_some();
-                    match e.write_too_old_actual_ts() {
-                        Some(actual) if retry => {
-                            attempts += 1;
-                            *ts = actual.max(self.clock.now());
+                Err(e) => match e.write_too_old_actual_ts() {
+                    Some(actual) if attempts < MAX_WRITE_TOO_OLD_RETRIES => {
+                        attempts += 1;
+                        match txn.as_deref_mut() {
+                            // The transaction writes above the newer version; it will
+                            // have to refresh its reads to commit there.
+                            Some(t) => t.write_ts = t.write_ts.max(actual),
+                            None => *ts = actual.max(self.clock.now()),
                         }
-                        _ => return Err(api::Error::Kv(e)),
                     }
-                }
+                    _ => return Err(api::Error::Kv(e)),
+                },
             }
         }
     }
@@ -322,6 +501,8 @@ impl Replica {
         Ok(BatchResponse {
             responses: vec![response],
             timestamp: self.clock.now(),
+            txn: None,
+            observed: Vec::new(),
         })
     }
 

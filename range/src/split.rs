@@ -176,7 +176,7 @@ impl Replica {
             .map(|_| ())
     }
 
-    fn cluster_sender(&self) -> Result<std::sync::Arc<dyn api::Sender>, api::Error> {
+    pub(crate) fn cluster_sender(&self) -> Result<std::sync::Arc<dyn api::Sender>, api::Error> {
         self.cluster
             .get()
             .cloned()

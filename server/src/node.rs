@@ -23,7 +23,7 @@ use std::time::Duration;
 use cairn_kv::api::ReplicaId;
 use cairn_kv::api::{self, BatchRequest, BoxFuture, Request, Response, Sender};
 use cairn_kv::checksum::{open, seal};
-use cairn_kv::hlc::Clock;
+use cairn_kv::hlc::{Clock, DEFAULT_MAX_OFFSET, OffsetClock, SystemClock};
 use cairn_kv::keys;
 use cairn_kv::storage::rocksdb::RocksDb;
 use cairn_kv::storage::{Engine, Space, WriteBatch};
@@ -116,6 +116,8 @@ pub struct Node {
     http_addr: String,
     engine: Arc<dyn Engine>,
     clock: Arc<Clock>,
+    /// The clock's physical source, shiftable by fault tests.
+    physical: Arc<OffsetClock>,
     transport: Arc<Transport>,
     running: RwLock<Option<Running>>,
     becoming: tokio::sync::Mutex<()>,
@@ -154,7 +156,8 @@ impl Node {
             .local_addr()
             .map_err(|e| NodeError::Network(e.to_string()))?
             .to_string();
-        let clock = Arc::new(Clock::system());
+        let physical = OffsetClock::new(Arc::new(SystemClock));
+        let clock = Arc::new(Clock::new(physical.clone(), DEFAULT_MAX_OFFSET));
         let transport = Transport::new(clock.clone(), rpc_addr.clone());
         let node = Arc::new_cyclic(|me| Node {
             me: me.clone(),
@@ -163,6 +166,7 @@ impl Node {
             http_addr,
             engine,
             clock,
+            physical,
             transport: transport.clone(),
             running: RwLock::new(None),
             becoming: tokio::sync::Mutex::new(()),
@@ -214,6 +218,17 @@ impl Node {
 
     pub fn clock(&self) -> &Arc<Clock> {
         &self.clock
+    }
+
+    /// Shifts this node's physical clock by `nanos` (fault tests: clock skew).
+    pub fn set_clock_offset(&self, nanos: i64) {
+        self.physical.set_offset_nanos(nanos);
+    }
+
+    /// A transaction starter on this node's DistSender, once the node serves.
+    pub fn db(&self) -> Option<cairn_txn::Db> {
+        self.dist_sender()
+            .map(|d| cairn_txn::Db::new(d, self.clock.clone()))
     }
 
     /// The node's id, once it has one.

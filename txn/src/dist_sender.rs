@@ -16,8 +16,9 @@
 //! when it passes, never hangs. A write whose outcome is unknown (`AmbiguousResult`) is
 //! returned as is, never retried blindly.
 //!
-//! For now a batch must fall in one range; splitting batches across ranges (and sending
-//! the pieces in parallel) comes with distributed transactions.
+//! A batch that spans ranges is cut at range boundaries and the pieces go to their
+//! ranges in parallel; scans with a limit go range by range until it is met (see
+//! [`DistSender::send_divided`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,51 +83,274 @@ impl DistSender {
         keys::addr(&first.span().start).map_err(|e| api::Error::InvalidRequest(e.to_string()))
     }
 
-    /// Sends `batch` to the range holding its keys (its header's range id is filled in).
-    pub async fn send(&self, mut batch: BatchRequest) -> Result<BatchResponse, api::Error> {
+    /// Sends `batch` to the ranges holding its keys (its header's range id is filled in).
+    /// A batch whose keys lie in one range goes there whole; one that spans ranges is
+    /// cut by range (see [`DistSender::send_divided`]).
+    pub async fn send(&self, batch: BatchRequest) -> Result<BatchResponse, api::Error> {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let key = Self::routing_key(&batch)?;
-        let mut last_err = None;
-        let mut backoff = Duration::from_millis(20);
-        loop {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(unavailable(batch.header.range_id, last_err));
+        self.send_until(batch, deadline).await
+    }
+
+    fn send_until(
+        &self,
+        mut batch: BatchRequest,
+        deadline: tokio::time::Instant,
+    ) -> api::BoxFuture<'_, Result<BatchResponse, api::Error>> {
+        Box::pin(async move {
+            let key = Self::routing_key(&batch)?;
+            let spans = request_spans(&batch)?;
+            let mut last_err = None;
+            let mut backoff = Duration::from_millis(20);
+            loop {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(unavailable(batch.header.range_id, last_err));
+                }
+                let range = self.lookup(&key, deadline).await?;
+                if !spans.iter().all(|s| range.desc.contains_span(s)) {
+                    return self.send_divided(batch, deadline).await;
+                }
+                batch.header.range_id = range.desc.range_id;
+                match self.send_to_range(&range, &batch, deadline).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(Routing::Retry(e)) => {
+                        last_err = Some(e);
+                        tokio::time::sleep(
+                            backoff.min(
+                                deadline.saturating_duration_since(tokio::time::Instant::now()),
+                            ),
+                        )
+                        .await;
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                    }
+                    Err(Routing::Stale(e)) => last_err = Some(e),
+                    Err(Routing::Fail(e)) => return Err(e),
+                }
             }
-            let range = match self.lookup(&key, deadline).await {
-                Ok(r) => r,
-                Err(e @ api::Error::RangeUnavailable { .. }) => return Err(e),
-                Err(e) => return Err(e),
+        })
+    }
+
+    /// Sends a batch that spans ranges: the requests (cut at range boundaries) go to
+    /// each range as one batch, all ranges at once; the answers are put back together
+    /// in request order, scans in key order. Scans with a limit go range by range, in
+    /// their direction, until the limit is met. An `EndTxn` goes last, once everything
+    /// else succeeded.
+    async fn send_divided(
+        &self,
+        batch: BatchRequest,
+        deadline: tokio::time::Instant,
+    ) -> Result<BatchResponse, api::Error> {
+        let header = batch.header.clone();
+        let n = batch.requests.len();
+        let mut parts: Vec<Vec<(Vec<u8>, Response)>> = vec![Vec::new(); n];
+        let mut resume: Vec<Option<Span>> = vec![None; n];
+        let mut merged = Merged::default();
+
+        // Requests without a limit, cut by range.
+        let mut by_range: std::collections::BTreeMap<Vec<u8>, Vec<(usize, Request)>> =
+            std::collections::BTreeMap::new();
+        let mut limited = Vec::new();
+        let mut end_txn = None;
+        for (i, req) in batch.requests.iter().enumerate() {
+            match req {
+                Request::Scan { max_keys, .. } | Request::ReverseScan { max_keys, .. }
+                    if *max_keys > 0 =>
+                {
+                    limited.push(i);
+                    continue;
+                }
+                Request::EndTxn { .. } => {
+                    end_txn = Some(i);
+                    continue;
+                }
+                _ => {}
+            }
+            for (range, piece) in self.cut_by_range(req, deadline).await? {
+                by_range
+                    .entry(range.start_key)
+                    .or_default()
+                    .push((i, piece));
+            }
+        }
+        let sends = by_range.into_iter().map(|(start, reqs)| {
+            let (idx, requests): (Vec<usize>, Vec<Request>) = reqs.into_iter().unzip();
+            let sub = BatchRequest {
+                header: header.clone(),
+                requests,
             };
-            for req in &batch.requests {
-                let span = req.span();
-                let end_addr = if keys::is_local(&span.end) {
-                    keys::addr(&span.end).map_err(|e| api::Error::InvalidRequest(e.to_string()))?
+            async move { (start, idx, self.send_until(sub, deadline).await) }
+        });
+        let mut first_err = None;
+        for (start, idx, result) in futures_util::future::join_all(sends).await {
+            match result {
+                Ok(resp) => {
+                    merged.add_meta(&resp);
+                    for (i, r) in idx.into_iter().zip(resp.responses) {
+                        parts[i].push((start.clone(), r));
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        for i in limited {
+            let (resp, rest) = self
+                .send_limited_scan(&header, &batch.requests[i], deadline)
+                .await?;
+            merged.add_meta(&resp);
+            parts[i] = resp
+                .responses
+                .into_iter()
+                .map(|r| (Vec::new(), r))
+                .collect();
+            resume[i] = rest;
+        }
+        if let Some(i) = end_txn {
+            let mut h = header.clone();
+            if let (Some(t), Some(m)) = (h.txn.as_mut(), merged.txn.as_ref()) {
+                t.write_ts = t.write_ts.max(m.write_ts);
+            }
+            let sub = BatchRequest {
+                header: h,
+                requests: vec![batch.requests[i].clone()],
+            };
+            let resp = self.send_until(sub, deadline).await?;
+            merged.add_meta(&resp);
+            parts[i] = resp
+                .responses
+                .into_iter()
+                .map(|r| (Vec::new(), r))
+                .collect();
+        }
+        let mut responses = Vec::with_capacity(n);
+        for (i, mut pieces) in parts.into_iter().enumerate() {
+            let reverse = matches!(batch.requests[i], Request::ReverseScan { .. });
+            pieces.sort_by(|a, b| {
+                if reverse {
+                    b.0.cmp(&a.0)
                 } else {
-                    span.end.clone()
-                };
-                if end_addr > range.desc.end_key {
+                    a.0.cmp(&b.0)
+                }
+            });
+            responses.push(combine(
+                &batch.requests[i],
+                pieces.into_iter().map(|(_, r)| r),
+                resume[i].take(),
+            )?);
+        }
+        Ok(BatchResponse {
+            responses,
+            timestamp: merged.timestamp,
+            txn: merged.txn,
+            observed: merged.observed,
+        })
+    }
+
+    /// Sends a scan with a limit range by range, in its direction, until the limit is
+    /// met. Returns one response per range it visited, and where to resume.
+    async fn send_limited_scan(
+        &self,
+        header: &api::Header,
+        req: &Request,
+        deadline: tokio::time::Instant,
+    ) -> Result<(BatchResponse, Option<Span>), api::Error> {
+        let (span, mut left, reverse) = match req {
+            Request::Scan { span, max_keys } => (span.clone(), *max_keys, false),
+            Request::ReverseScan { span, max_keys } => (span.clone(), *max_keys, true),
+            other => {
+                return Err(api::Error::InvalidRequest(format!("not a scan: {other:?}")));
+            }
+        };
+        let mut out = BatchResponse::default();
+        let mut todo = span.clone();
+        while !todo.is_empty() {
+            // The range holding the next key in the scan's direction.
+            let range = if reverse {
+                self.lookup_before(&todo.end, deadline).await?
+            } else {
+                self.lookup(&todo.start, deadline).await?
+            };
+            let piece = Span::new(
+                todo.start.clone().max(range.desc.start_key.clone()),
+                todo.end.clone().min(range.desc.end_key.clone()),
+            );
+            let sub = BatchRequest {
+                header: header.clone(),
+                requests: vec![if reverse {
+                    Request::ReverseScan {
+                        span: piece.clone(),
+                        max_keys: left,
+                    }
+                } else {
+                    Request::Scan {
+                        span: piece.clone(),
+                        max_keys: left,
+                    }
+                }],
+            };
+            let resp = self.send_until(sub, deadline).await?;
+            out.timestamp = out.timestamp.max(resp.timestamp);
+            if resp.txn.is_some() {
+                out.txn = resp.txn.clone();
+            }
+            out.observed.extend(resp.observed.iter().copied());
+            let (got, piece_resume) = match resp.responses.first() {
+                Some(Response::Scan { kvs, resume_span })
+                | Some(Response::ReverseScan { kvs, resume_span }) => {
+                    (kvs.len() as u64, resume_span.clone())
+                }
+                other => {
                     return Err(api::Error::InvalidRequest(format!(
-                        "batch spans more than one range ({} ends at {})",
-                        span,
-                        keys::pretty(&range.desc.end_key)
+                        "scan answered {other:?}"
                     )));
                 }
+            };
+            out.responses.extend(resp.responses);
+            if reverse {
+                todo.end = piece.start.clone();
+            } else {
+                todo.start = piece.end.clone();
             }
-            batch.header.range_id = range.desc.range_id;
-            match self.send_to_range(&range, &batch, deadline).await {
-                Ok(resp) => return Ok(resp),
-                Err(Routing::Retry(e)) => {
-                    last_err = Some(e);
-                    tokio::time::sleep(
-                        backoff
-                            .min(deadline.saturating_duration_since(tokio::time::Instant::now())),
-                    )
-                    .await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
-                Err(Routing::Stale(e)) => last_err = Some(e),
-                Err(Routing::Fail(e)) => return Err(e),
+            left = left.saturating_sub(got);
+            if let Some(r) = piece_resume {
+                // The limit stopped it inside this range.
+                let rest = if reverse {
+                    Span::new(todo.start.clone(), r.end)
+                } else {
+                    Span::new(r.start, todo.end.clone())
+                };
+                return Ok((out, Some(rest)));
             }
+            if left == 0 {
+                return Ok((out, (!todo.is_empty()).then_some(todo)));
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// Cuts `req` at the boundaries of the ranges it touches.
+    async fn cut_by_range(
+        &self,
+        req: &Request,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<(RangeDescriptor, Request)>, api::Error> {
+        let span = addr_span(req)?;
+        let mut out = Vec::new();
+        let mut at = span.start.clone();
+        loop {
+            let range = self.lookup(&at, deadline).await?;
+            let piece = Span::new(
+                span.start.clone().max(range.desc.start_key.clone()),
+                span.end.clone().min(range.desc.end_key.clone()),
+            );
+            out.push((range.desc.clone(), with_span(req, piece)?));
+            if range.desc.end_key >= span.end {
+                return Ok(out);
+            }
+            at = range.desc.end_key.clone();
         }
     }
 
@@ -242,20 +466,42 @@ impl DistSender {
         if let Some(r) = self.cache.lookup(key) {
             return Ok(r);
         }
-        let desc = self.meta_lookup(key, deadline).await?;
+        let desc = self.meta_lookup(key, false, deadline).await?;
         self.cache.insert(desc, None);
         self.cache.lookup(key).ok_or_else(|| {
             api::Error::InvalidRequest(format!("no range holds {}", keys::pretty(key)))
         })
     }
 
-    /// Reads the descriptor of the range holding `key` from the meta range.
+    /// The range holding the keys just below `end`: from the cache, or the meta range.
+    async fn lookup_before(
+        &self,
+        end: &[u8],
+        deadline: tokio::time::Instant,
+    ) -> Result<CachedRange, api::Error> {
+        if let Some(r) = self.cache.lookup_before(end) {
+            return Ok(r);
+        }
+        let desc = self.meta_lookup(end, true, deadline).await?;
+        self.cache.insert(desc, None);
+        self.cache.lookup_before(end).ok_or_else(|| {
+            api::Error::InvalidRequest(format!("no range ends at or after {}", keys::pretty(end)))
+        })
+    }
+
+    /// Reads the descriptor of the range holding `key` from the meta range (with
+    /// `before`: the range holding the keys just below `key`).
     async fn meta_lookup(
         &self,
         key: &[u8],
+        before: bool,
         deadline: tokio::time::Instant,
     ) -> Result<RangeDescriptor, api::Error> {
-        let start = keys::next_key(&keys::meta_key(key));
+        let start = if before {
+            keys::meta_key(key)
+        } else {
+            keys::next_key(&keys::meta_key(key))
+        };
         let scan = BatchRequest::new(
             FIRST_RANGE_ID,
             vec![Request::Scan {
@@ -273,7 +519,7 @@ impl DistSender {
                 None => self.probe_first_range(&scan, deadline).await,
             };
             match result {
-                Ok(resp) => return decode_meta_scan(key, resp),
+                Ok(resp) => return decode_meta_scan(key, before, resp),
                 Err(Routing::Fail(e)) => return Err(e),
                 Err(Routing::Retry(e)) | Err(Routing::Stale(e)) => {
                     if first.is_some() {
@@ -368,7 +614,130 @@ fn unavailable(range_id: RangeId, last: Option<api::Error>) -> api::Error {
     }
 }
 
-fn decode_meta_scan(key: &[u8], resp: BatchResponse) -> Result<RangeDescriptor, api::Error> {
+/// The address span of each request of the batch.
+fn request_spans(batch: &BatchRequest) -> Result<Vec<Span>, api::Error> {
+    batch.requests.iter().map(addr_span).collect()
+}
+
+/// The span of addresses a request touches (range-local keys count as their anchors).
+fn addr_span(req: &Request) -> Result<Span, api::Error> {
+    let span = req.span();
+    let bad = |e: cairn_kv::Error| api::Error::InvalidRequest(e.to_string());
+    let start = keys::addr(&span.start).map_err(bad)?;
+    let end = if keys::is_local(&span.end) {
+        keys::addr(&span.end).map_err(bad)?
+    } else {
+        span.end.clone()
+    };
+    Ok(Span::new(start, end))
+}
+
+/// `req` restricted to `piece` of its span. Only span requests can cross ranges; a
+/// point request is whole in its one range.
+fn with_span(req: &Request, piece: Span) -> Result<Request, api::Error> {
+    Ok(match req {
+        Request::Scan { max_keys, .. } => Request::Scan {
+            span: piece,
+            max_keys: *max_keys,
+        },
+        Request::ReverseScan { max_keys, .. } => Request::ReverseScan {
+            span: piece,
+            max_keys: *max_keys,
+        },
+        Request::DeleteRange { .. } => Request::DeleteRange { span: piece },
+        Request::ResolveIntentRange { txn, status, .. } => Request::ResolveIntentRange {
+            span: piece,
+            txn: txn.clone(),
+            status: *status,
+        },
+        Request::Refresh { from, .. } => Request::Refresh {
+            span: piece,
+            from: *from,
+        },
+        other => other.clone(),
+    })
+}
+
+/// Puts the per-range answers to one request back together.
+fn combine(
+    req: &Request,
+    pieces: impl Iterator<Item = Response>,
+    resume: Option<Span>,
+) -> Result<Response, api::Error> {
+    let mut pieces = pieces.peekable();
+    let mismatch = |r: &Response| {
+        api::Error::InvalidRequest(format!("{req:?} answered {r:?} for one of its ranges"))
+    };
+    Ok(match req {
+        Request::Scan { .. } | Request::ReverseScan { .. } => {
+            let mut all = Vec::new();
+            for p in pieces {
+                match p {
+                    Response::Scan { kvs, .. } | Response::ReverseScan { kvs, .. } => {
+                        all.extend(kvs)
+                    }
+                    other => return Err(mismatch(&other)),
+                }
+            }
+            if matches!(req, Request::Scan { .. }) {
+                Response::Scan {
+                    kvs: all,
+                    resume_span: resume,
+                }
+            } else {
+                Response::ReverseScan {
+                    kvs: all,
+                    resume_span: resume,
+                }
+            }
+        }
+        Request::DeleteRange { .. } => {
+            let mut all = Vec::new();
+            for p in pieces {
+                match p {
+                    Response::DeleteRange { deleted } => all.extend(deleted),
+                    other => return Err(mismatch(&other)),
+                }
+            }
+            Response::DeleteRange { deleted: all }
+        }
+        _ => pieces
+            .next()
+            .ok_or_else(|| api::Error::InvalidRequest(format!("no answer to {req:?}")))?,
+    })
+}
+
+/// The timestamp and transaction of the answers of several ranges.
+#[derive(Default)]
+struct Merged {
+    timestamp: cairn_kv::Timestamp,
+    txn: Option<cairn_kv::mvcc::TxnMeta>,
+    observed: Vec<(NodeId, cairn_kv::Timestamp)>,
+}
+
+impl Merged {
+    fn add_meta(&mut self, resp: &BatchResponse) {
+        self.timestamp = self.timestamp.max(resp.timestamp);
+        for (n, t) in &resp.observed {
+            match self.observed.iter_mut().find(|(m, _)| m == n) {
+                Some((_, seen)) => *seen = (*seen).min(*t),
+                None => self.observed.push((*n, *t)),
+            }
+        }
+        if let Some(t) = &resp.txn {
+            match &mut self.txn {
+                Some(m) => m.write_ts = m.write_ts.max(t.write_ts),
+                None => self.txn = Some(t.clone()),
+            }
+        }
+    }
+}
+
+fn decode_meta_scan(
+    key: &[u8],
+    before: bool,
+    resp: BatchResponse,
+) -> Result<RangeDescriptor, api::Error> {
     let kvs = match resp.responses.into_iter().next() {
         Some(Response::Scan { kvs, .. }) => kvs,
         other => {
@@ -386,7 +755,12 @@ fn decode_meta_scan(key: &[u8], resp: BatchResponse) -> Result<RangeDescriptor, 
             detail: format!("undecodable range descriptor: {e}"),
         })
     })?;
-    if !desc.contains_key(key) {
+    let covers = if before {
+        desc.start_key.as_slice() < key && key <= desc.end_key.as_slice()
+    } else {
+        desc.contains_key(key)
+    };
+    if !covers {
         return Err(api::Error::Kv(cairn_kv::Error::Corruption {
             key: meta_key,
             detail: format!("meta entry {desc} does not cover {}", keys::pretty(key)),

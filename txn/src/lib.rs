@@ -4,9 +4,12 @@
 //!   invalidated when a range answers that it no longer matches.
 //! - [`dist_sender`]: sends a batch to the leaseholder of its range, following
 //!   leaseholder hints and refreshing the cache on mismatches, within a deadline.
+//! - [`coord`]: the transaction coordinator ([`Txn`], [`Db::run`]).
 
+pub mod coord;
 pub mod dist_sender;
 pub mod range_cache;
 
+pub use coord::{Db, Txn, TxnError};
 pub use dist_sender::{DistSender, NodeDialer};
 pub use range_cache::RangeCache;

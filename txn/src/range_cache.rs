@@ -38,6 +38,16 @@ impl RangeCache {
         entry.desc.contains_key(key).then(|| entry.clone())
     }
 
+    /// The cached range holding the keys just below `end` (the range `[s, e)` with
+    /// `s < end <= e`), for scans in reverse.
+    pub fn lookup_before(&self, end: &[u8]) -> Option<CachedRange> {
+        let map = self.by_end.read();
+        let (_, entry) = map
+            .range::<[u8], _>((Bound::Included(end), Bound::Unbounded))
+            .next()?;
+        (entry.desc.start_key.as_slice() < end).then(|| entry.clone())
+    }
+
     /// Caches `desc`, dropping every entry it overlaps (they are older or newer views of
     /// the same keys; the caller got this one from the source of truth).
     pub fn insert(&self, desc: RangeDescriptor, leaseholder: Option<ReplicaDescriptor>) {
@@ -117,6 +127,9 @@ mod tests {
         // A merge back replaces both.
         c.insert(desc(2, "m", "z"), None);
         assert_eq!(c.all().len(), 2);
+        assert_eq!(c.lookup_before(b"z").unwrap().desc.range_id, RangeId(2));
+        assert_eq!(c.lookup_before(b"m").unwrap().desc.range_id, RangeId(1));
+        assert!(c.lookup_before(b"").is_none());
         c.evict(b"n", RangeId(2));
         assert!(c.lookup(b"n").is_none());
         assert!(c.lookup(b"a").is_some());

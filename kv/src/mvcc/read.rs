@@ -246,3 +246,53 @@ fn skip_rest_of_key(it: &mut dyn EngineIterator, prefix: &[u8], user_key: &[u8])
     }
     Ok(())
 }
+
+/// Checks that reads of `[start, end)` made at `from` still hold at `to`: fails with
+/// [`Error::RefreshFailed`] if a key there has a committed version in (`from`, `to`],
+/// or an intent at or below `to` of a transaction other than `own`.
+pub fn check_refresh(
+    reader: &dyn Reader,
+    start: &[u8],
+    end: &[u8],
+    from: Timestamp,
+    to: Timestamp,
+    own: Option<crate::ids::TxnId>,
+) -> Result<()> {
+    if start >= end || to <= from {
+        return Ok(());
+    }
+    let mut it = reader.iter(Space::Data, &meta_key(start), Some(&meta_key(end)))?;
+    it.seek_to_first()?;
+    while let Some((raw, stored)) = it.current() {
+        let decoded = key::decode(raw).map_err(|e| Error::Corruption {
+            key: raw.to_vec(),
+            detail: format!("undecodable MVCC key: {e}"),
+        })?;
+        match decoded.ts {
+            None => {
+                if let Meta::Intent(rec) = decode_meta(&decoded.user_key, raw, stored)?
+                    && Some(rec.txn.id) != own
+                    && rec.txn.write_ts <= to
+                {
+                    return Err(Error::RefreshFailed {
+                        key: decoded.user_key,
+                        existing_ts: rec.txn.write_ts,
+                    });
+                }
+                it.next()?;
+            }
+            Some(ts) if ts > to => {
+                it.seek(&key::version_key(&decoded.user_key, to))?;
+            }
+            Some(ts) if ts > from => {
+                return Err(Error::RefreshFailed {
+                    key: decoded.user_key,
+                    existing_ts: ts,
+                });
+            }
+            // Versions at or below `from` were there when the transaction read.
+            Some(_) => it.seek(&after_user_key(&decoded.user_key))?,
+        }
+    }
+    Ok(())
+}

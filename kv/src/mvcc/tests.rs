@@ -311,6 +311,27 @@ impl goldenscript::Runner for ScriptRunner<'_> {
                     writeln!(out, "resume: {}-{}", fmt_bytes(&s), fmt_bytes(&e))?;
                 }
             }
+            // refresh k=K end=E from=T to=T [txn=NAME]: do reads of [K, E) at `from`
+            // still hold at `to`?
+            "refresh" => {
+                let k = key_arg(&mut args, "k")?;
+                let end = key_arg(&mut args, "end")?;
+                let from = ts_arg(&mut args, "from")?.ok_or("from= missing")?;
+                let to = ts_arg(&mut args, "to")?.ok_or("to= missing")?;
+                let txn = self.txn_arg(&mut args)?;
+                args.reject_next()?;
+                let reader: &dyn Reader = &**self.engine;
+                match check_refresh(reader, &k, &end, from, to, txn.map(|t| t.id)) {
+                    Ok(()) => writeln!(out, "ok")?,
+                    Err(Error::RefreshFailed { key, existing_ts }) => writeln!(
+                        out,
+                        "RefreshFailed: key {} written at {}",
+                        fmt_bytes(&key),
+                        fmt_ts(existing_ts)
+                    )?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             "get" | "scan" => {
                 let k = key_arg(&mut args, "k")?;
                 let end = if command.name == "scan" {

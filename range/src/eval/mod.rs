@@ -9,35 +9,42 @@
 mod cmd_conditional_put;
 mod cmd_delete;
 mod cmd_delete_range;
+mod cmd_end_txn;
 mod cmd_get;
+mod cmd_heartbeat_txn;
 mod cmd_increment;
+mod cmd_push_txn;
 mod cmd_put;
 mod cmd_put_inline;
+mod cmd_query_txn;
+mod cmd_refresh;
+mod cmd_resolve_intent;
+mod cmd_resolve_intent_range;
 mod cmd_reverse_scan;
 mod cmd_scan;
+pub mod txn_record;
 
 use cairn_kv::Timestamp;
-use cairn_kv::api::{Header, Request, Response};
+use cairn_kv::api::{Request, Response};
+use cairn_kv::keys::Span;
 use cairn_kv::mvcc::{ReadOptions, TxnMeta};
 use cairn_kv::storage::IndexedBatch;
 
-/// What every command of a batch evaluates under.
+/// What a command evaluates under.
 pub struct EvalContext<'a> {
-    /// The timestamp the batch reads and writes at.
+    /// The timestamp the batch reads at (and writes at, outside a transaction; a
+    /// transaction writes at its `write_ts`).
     pub ts: Timestamp,
+    /// The transaction, with this request's sequence number.
     pub txn: Option<&'a TxnMeta>,
     pub uncertainty_limit: Timestamp,
+    /// The leaseholder's clock (for heartbeats and liveness).
+    pub now: Timestamp,
+    /// The range's span of (addressable) keys.
+    pub range: &'a Span,
 }
 
 impl<'a> EvalContext<'a> {
-    pub fn new(header: &'a Header, ts: Timestamp) -> Self {
-        EvalContext {
-            ts,
-            txn: header.txn.as_ref(),
-            uncertainty_limit: header.uncertainty_limit,
-        }
-    }
-
     /// How the context reads.
     pub fn read_options(&self) -> ReadOptions<'a> {
         let mut opts = ReadOptions::at(self.ts).with_uncertainty_limit(self.uncertainty_limit);
@@ -68,6 +75,27 @@ pub fn evaluate(
         }
         Request::DeleteRange { span } => cmd_delete_range::eval(batch, ctx, span),
         Request::PutInline { key, value } => cmd_put_inline::eval(batch, ctx, key, value),
+        Request::EndTxn {
+            key,
+            commit,
+            lock_spans,
+        } => cmd_end_txn::eval(batch, ctx, key, *commit, lock_spans),
+        Request::HeartbeatTxn { key } => cmd_heartbeat_txn::eval(batch, ctx, key),
+        Request::PushTxn {
+            key,
+            pushee,
+            push_to,
+            kind,
+            force,
+        } => cmd_push_txn::eval(batch, ctx, key, pushee, *push_to, *kind, *force),
+        Request::QueryTxn { key, txn } => cmd_query_txn::eval(batch, ctx, key, *txn),
+        Request::ResolveIntent { key, txn, status } => {
+            cmd_resolve_intent::eval(batch, ctx, key, txn, *status)
+        }
+        Request::ResolveIntentRange { span, txn, status } => {
+            cmd_resolve_intent_range::eval(batch, ctx, span, txn, *status)
+        }
+        Request::Refresh { span, from } => cmd_refresh::eval(batch, ctx, span, *from),
         Request::AdminSplit { .. } => Err(cairn_kv::Error::InvalidArgument(
             "an admin request is served by the replica, not evaluated".into(),
         )),

@@ -368,6 +368,11 @@ impl RaftGroup {
         }
     }
 
+    /// The current Raft term (cheap: no copy of the group's metrics).
+    pub fn current_term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
     /// The group's state as of now.
     pub fn status(&self) -> GroupStatus {
         let m = self.raft.metrics().borrow_watched().clone();

@@ -5,3 +5,4 @@ mod linearizability;
 mod processes;
 mod replication;
 mod splits;
+mod txn;

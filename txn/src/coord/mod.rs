@@ -1,0 +1,68 @@
+//! The transaction coordinator: what a client-side transaction does to every batch it
+//! sends, as an ordered stack of interceptors.
+//!
+//! ```text
+//!   Txn::get/put/scan/commit
+//!     │
+//!     ▼ 1. heartbeater   picks the anchor (the first key written) and keeps the
+//!     │                  transaction record alive while intents may exist
+//!     ▼ 2. sequencer     numbers the requests, so reads see exactly the writes before
+//!     │                  them and replayed writes are recognised
+//!     ▼ 3. write tracker remembers every span written (the lock spans), before the
+//!     │                  batch is sent: even a failed or ambiguous batch may have
+//!     │                  left intents there, which EndTxn must clean up
+//!     ▼ 4. refresher     remembers every span read; when the transaction's timestamp
+//!     │                  must move (an uncertain value, a push, a newer version), checks
+//!     │                  that those reads still hold at the new timestamp, instead of
+//!     │                  restarting
+//!     ▼ 5. committer     EndTxn: one command when everything is in the anchor's range,
+//!     │                  else the record's COMMITTED is the commit point and the other
+//!     │                  ranges' intents are resolved afterwards, off the commit path
+//!     ▼
+//!   DistSender
+//! ```
+//!
+//! The order matters: the anchor must exist before the first write is numbered and
+//! sent (the write's intent names it); lock spans are recorded before sending (3 before
+//! the send) while read spans are recorded only after a read succeeds (4 after it); and
+//! the refresher sits below the others so that the batch it re-sends after a refresh
+//! keeps its sequence numbers (a re-sent write is then a replay, not a second write).
+//!
+//! Errors the coordinator cannot hide are [`TxnError`]s: a retryable one (SQLSTATE
+//! 40001) means the whole transaction must run again; an ambiguous commit (40003)
+//! means its outcome is unknown and must not be guessed.
+
+mod heartbeater;
+mod refresher;
+mod txn;
+
+pub use txn::{Db, Txn};
+
+use cairn_kv::api;
+
+/// Why a transaction operation failed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum TxnError {
+    /// The transaction must start again (serialization failure, SQLSTATE 40001): it
+    /// was aborted by a conflicting transaction or a deadlock breaker, or its reads no
+    /// longer hold at the timestamp it must commit at.
+    #[error("restart transaction: {reason}")]
+    Retry { reason: String },
+    /// The commit's outcome is unknown (SQLSTATE 40003): the transaction may or may not
+    /// have committed.
+    #[error("result is ambiguous: {0}")]
+    Ambiguous(String),
+    /// The transaction already finished; nothing more can be done in it.
+    #[error("transaction already {0}")]
+    Finished(&'static str),
+    /// Anything else from KV (unavailable ranges, failed conditions, bad requests).
+    #[error(transparent)]
+    Kv(#[from] api::Error),
+}
+
+impl TxnError {
+    /// Whether running the transaction again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, TxnError::Retry { .. })
+    }
+}

@@ -1,0 +1,633 @@
+//! The `Txn` handle the SQL layer uses, and [`Db::run`], which runs a closure in a
+//! transaction and runs it again when the transaction must restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_kv::api::{self, BatchRequest, Header, Request, Response, TxnStatus};
+use cairn_kv::hlc::Clock;
+use cairn_kv::keys::Span;
+use cairn_kv::mvcc::TxnMeta;
+use cairn_kv::{Error, NodeId, RangeId, Timestamp, TxnId};
+
+use super::TxnError;
+use super::heartbeater::Heartbeater;
+use super::refresher::Refresher;
+use crate::DistSender;
+
+/// How long a request keeps retrying against another transaction's intent (each try
+/// waits at that transaction's record) before the transaction gives up and restarts.
+const CONFLICT_WAIT: Duration = Duration::from_secs(20);
+
+/// How many times [`Db::run`] runs a closure before giving up.
+const MAX_ATTEMPTS: u32 = 100;
+
+/// Where transactions start: a DistSender and the node's clock.
+#[derive(Clone)]
+pub struct Db {
+    dist: Arc<DistSender>,
+    clock: Arc<Clock>,
+}
+
+impl Db {
+    pub fn new(dist: Arc<DistSender>, clock: Arc<Clock>) -> Self {
+        Db { dist, clock }
+    }
+
+    /// A new transaction, reading at the clock's current time.
+    pub fn begin(&self) -> Txn {
+        Txn::new(self.dist.clone(), self.clock.clone(), 1)
+    }
+
+    /// Runs `f` in a transaction and commits it; when the transaction must restart
+    /// (a retryable error from `f` or from the commit), runs `f` again.
+    pub async fn run<T, F>(&self, mut f: F) -> Result<T, TxnError>
+    where
+        F: for<'a> FnMut(&'a mut Txn) -> api::BoxFuture<'a, Result<T, TxnError>>,
+    {
+        let mut txn = self.begin();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match f(&mut txn).await {
+                Ok(v) if txn.is_open() => txn.commit().await.map(|()| v),
+                other => other,
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(txn = ?txn.id(), attempt, error = %e, "restarting transaction");
+                    txn.restart().await;
+                }
+                Err(e) => {
+                    txn.rollback().await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Open,
+    Committed,
+    Aborted,
+}
+
+/// A transaction: serializable, at one timestamp, across any number of ranges.
+///
+/// Invariants:
+/// - `read_ts <= meta.write_ts`; the transaction commits at `meta.write_ts`, after
+///   proving (refreshing) its reads at that timestamp if it is above `read_ts`;
+/// - every span the transaction may have written is in `lock_spans`;
+/// - once committed or aborted, nothing more is sent.
+pub struct Txn {
+    dist: Arc<DistSender>,
+    clock: Arc<Clock>,
+    meta: TxnMeta,
+    read_ts: Timestamp,
+    uncertainty_limit: Timestamp,
+    heartbeater: Heartbeater,
+    lock_spans: Vec<Span>,
+    refresher: Refresher,
+    state: State,
+    /// Set when the transaction was aborted by someone else: a restart needs a new id.
+    aborted_remotely: bool,
+    /// Each node's clock reading when the transaction first heard from it.
+    observed: Vec<(NodeId, Timestamp)>,
+}
+
+impl Txn {
+    fn new(dist: Arc<DistSender>, clock: Arc<Clock>, priority: u32) -> Txn {
+        let now = clock.now();
+        Txn {
+            meta: TxnMeta {
+                id: TxnId::random(),
+                key: Vec::new(),
+                epoch: 0,
+                write_ts: now,
+                min_ts: now,
+                priority,
+                seq: 0,
+            },
+            read_ts: now,
+            uncertainty_limit: now.add_duration(clock.max_offset()),
+            heartbeater: Heartbeater::new(),
+            lock_spans: Vec::new(),
+            refresher: Refresher::default(),
+            state: State::Open,
+            aborted_remotely: false,
+            observed: Vec::new(),
+            dist,
+            clock,
+        }
+    }
+
+    pub fn id(&self) -> TxnId {
+        self.meta.id
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.meta.epoch
+    }
+
+    /// The timestamp the transaction reads at now.
+    pub fn read_ts(&self) -> Timestamp {
+        self.read_ts
+    }
+
+    /// The timestamp it would commit at now.
+    pub fn write_ts(&self) -> Timestamp {
+        self.meta.write_ts
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, TxnError> {
+        match self.send_one(Request::Get { key: key.to_vec() }).await? {
+            Response::Get { value } => Ok(value),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), TxnError> {
+        self.send_one(Request::Put {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Puts `value` if `key` holds `expected` now (`None`: no value).
+    pub async fn cput(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expected: Option<&[u8]>,
+    ) -> Result<(), TxnError> {
+        self.send_one(Request::ConditionalPut {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            expected: expected.map(<[u8]>::to_vec),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn delete(&mut self, key: &[u8]) -> Result<(), TxnError> {
+        self.send_one(Request::Delete { key: key.to_vec() })
+            .await
+            .map(|_| ())
+    }
+
+    /// The keys of `[start, end)` in order, at most `max_keys` (0: all).
+    pub async fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        max_keys: u64,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TxnError> {
+        self.scan_in(start, end, max_keys, false).await
+    }
+
+    /// The keys of `[start, end)` in descending order, at most `max_keys` (0: all).
+    pub async fn reverse_scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        max_keys: u64,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TxnError> {
+        self.scan_in(start, end, max_keys, true).await
+    }
+
+    async fn scan_in(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        max_keys: u64,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TxnError> {
+        let span = Span::new(start.to_vec(), end.to_vec());
+        let req = if reverse {
+            Request::ReverseScan { span, max_keys }
+        } else {
+            Request::Scan { span, max_keys }
+        };
+        match self.send_one(req).await? {
+            Response::Scan { kvs, .. } | Response::ReverseScan { kvs, .. } => Ok(kvs),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes every key of `[start, end)`; returns the keys deleted.
+    pub async fn delete_range(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Vec<Vec<u8>>, TxnError> {
+        match self
+            .send_one(Request::DeleteRange {
+                span: Span::new(start.to_vec(), end.to_vec()),
+            })
+            .await?
+        {
+            Response::DeleteRange { deleted } => Ok(deleted),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn send_one(&mut self, req: Request) -> Result<Response, TxnError> {
+        let mut r = self.send(vec![req]).await?;
+        r.pop()
+            .ok_or_else(|| TxnError::Kv(api::Error::InvalidRequest("empty answer".into())))
+    }
+
+    /// Sends requests in the transaction, through the interceptors (see the module doc
+    /// of [`crate::coord`]).
+    pub async fn send(&mut self, requests: Vec<Request>) -> Result<Vec<Response>, TxnError> {
+        self.check_open()?;
+        if self.heartbeater.aborted() {
+            self.aborted_remotely = true;
+            return Err(aborted(self.meta.id));
+        }
+        // 1. Heartbeater: the first write anchors the record.
+        if self.meta.key.is_empty()
+            && let Some(w) = requests.iter().find(|r| r.writes_data())
+        {
+            self.meta.key = w.span().start;
+        }
+        // 2. Sequencer.
+        let seq = self.meta.seq + 1;
+        self.meta.seq += u32::try_from(requests.len()).unwrap_or(u32::MAX);
+        // 3. Write tracker.
+        for w in requests.iter().filter(|r| r.writes_data()) {
+            self.lock_spans.push(w.span());
+        }
+        self.heartbeater.start(&self.dist, &self.meta);
+        // 4. Refresher, around the send.
+        let responses = self.send_refreshing(&requests, seq).await?;
+        self.refresher.record(&requests);
+        Ok(responses)
+    }
+
+    /// Sends a batch; when the transaction's timestamp must move to serve it, refreshes
+    /// the reads so far and sends it again (same sequence numbers: a replay).
+    async fn send_refreshing(
+        &mut self,
+        requests: &[Request],
+        seq: u32,
+    ) -> Result<Vec<Response>, TxnError> {
+        let started = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let batch = self.batch(requests.to_vec(), seq);
+            match self.dist.send(batch).await {
+                Ok(resp) => {
+                    self.observe(&resp);
+                    return Ok(resp.responses);
+                }
+                Err(api::Error::Kv(Error::ReadWithinUncertainty { existing_ts, .. })) => {
+                    let to = existing_ts.next().max(self.meta.write_ts);
+                    self.refresh_to(to).await?;
+                }
+                Err(api::Error::Kv(Error::WriteIntent { .. })) => {
+                    if started.elapsed() > CONFLICT_WAIT {
+                        return Err(TxnError::Retry {
+                            reason: format!(
+                                "gave up after {CONFLICT_WAIT:?} waiting for a conflicting transaction"
+                            ),
+                        });
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => return Err(self.classify(e)),
+            }
+        }
+    }
+
+    /// A batch of the transaction at its current timestamps.
+    fn batch(&self, requests: Vec<Request>, seq: u32) -> BatchRequest {
+        BatchRequest {
+            header: Header {
+                range_id: RangeId(0),
+                timestamp: self.read_ts,
+                uncertainty_limit: self.uncertainty_limit,
+                txn: Some(TxnMeta {
+                    seq,
+                    ..self.meta.clone()
+                }),
+                observed: self.observed.clone(),
+            },
+            requests,
+        }
+    }
+
+    /// Takes what the ranges say of the transaction (a write timestamp pushed up, clock
+    /// readings of nodes not visited before).
+    fn observe(&mut self, resp: &api::BatchResponse) {
+        for (n, t) in &resp.observed {
+            if !self.observed.iter().any(|(m, _)| m == n) {
+                self.observed.push((*n, *t));
+            }
+        }
+        if let Some(t) = &resp.txn
+            && t.write_ts > self.meta.write_ts
+        {
+            self.meta.write_ts = t.write_ts;
+        }
+    }
+
+    /// Moves the read timestamp to `to` if every read so far still holds there.
+    async fn refresh_to(&mut self, to: Timestamp) -> Result<(), TxnError> {
+        let ok = self
+            .refresher
+            .refresh(&self.dist, &self.meta, self.read_ts, to)
+            .await
+            .map_err(|e| self.classify(e))?;
+        if !ok {
+            return Err(TxnError::Retry {
+                reason: format!(
+                    "reads at {} no longer hold at {to} (write skew or a newer version)",
+                    self.read_ts
+                ),
+            });
+        }
+        self.read_ts = to;
+        self.meta.write_ts = self.meta.write_ts.max(to);
+        Ok(())
+    }
+
+    /// What a KV error means for the transaction.
+    fn classify(&mut self, e: api::Error) -> TxnError {
+        match e {
+            api::Error::Kv(Error::TxnAborted { txn }) => {
+                self.aborted_remotely = true;
+                aborted(txn)
+            }
+            // A write whose outcome is unknown may have left an intent: the
+            // transaction cannot go on as if it had not, but it has not committed, so
+            // it may restart (its lock spans cover the write).
+            api::Error::AmbiguousResult { reason, .. } => TxnError::Retry {
+                reason: format!("a write's outcome is unknown ({reason})"),
+            },
+            other => TxnError::Kv(other),
+        }
+    }
+
+    fn check_open(&self) -> Result<(), TxnError> {
+        match self.state {
+            State::Open => Ok(()),
+            State::Committed => Err(TxnError::Finished("committed")),
+            State::Aborted => Err(TxnError::Finished("aborted")),
+        }
+    }
+
+    /// Commits the transaction (5. Committer).
+    pub async fn commit(&mut self) -> Result<(), TxnError> {
+        self.commit_with(Vec::new()).await.map(|_| ())
+    }
+
+    /// Sends `requests` and commits in the same batch: when they and every earlier write
+    /// lie in one range, that is a single Raft command (one-phase commit).
+    pub async fn commit_with(&mut self, requests: Vec<Request>) -> Result<Vec<Response>, TxnError> {
+        self.check_open()?;
+        if self.heartbeater.aborted() {
+            self.aborted_remotely = true;
+            return Err(aborted(self.meta.id));
+        }
+        if self.meta.key.is_empty() && !requests.iter().any(Request::writes_data) {
+            // Read-only: nothing to commit beyond the reads themselves.
+            let responses = if requests.is_empty() {
+                Vec::new()
+            } else {
+                self.send(requests).await?
+            };
+            self.state = State::Committed;
+            return Ok(responses);
+        }
+        if self.meta.key.is_empty()
+            && let Some(w) = requests.iter().find(|r| r.writes_data())
+        {
+            self.meta.key = w.span().start;
+        }
+        let seq = self.meta.seq + 1;
+        self.meta.seq += u32::try_from(requests.len()).unwrap_or(u32::MAX);
+        for w in requests.iter().filter(|r| r.writes_data()) {
+            self.lock_spans.push(w.span());
+        }
+        let n = requests.len();
+        let mut pending = requests;
+        loop {
+            if self.meta.write_ts > self.read_ts {
+                let to = self.meta.write_ts;
+                if let Err(e) = self.refresh_to(to).await {
+                    self.rollback().await;
+                    return Err(e);
+                }
+            }
+            let mut all = pending.clone();
+            all.push(Request::EndTxn {
+                key: self.meta.key.clone(),
+                commit: true,
+                lock_spans: merge_spans(&self.lock_spans),
+            });
+            let mut batch = self.batch(all, seq);
+            batch.header.timestamp = self.read_ts;
+            match self.dist.send(batch).await {
+                Ok(resp) => {
+                    let mut responses = resp.responses;
+                    let Some(Response::EndTxn { record }) = responses.pop() else {
+                        return Err(TxnError::Kv(api::Error::InvalidRequest(
+                            "EndTxn got no record".into(),
+                        )));
+                    };
+                    self.state = State::Committed;
+                    self.heartbeater.stop();
+                    self.resolve_async(
+                        record.lock_spans,
+                        record.meta.clone(),
+                        TxnStatus::Committed,
+                    );
+                    // Acknowledge only once the clock has passed the commit timestamp,
+                    // so a transaction that starts after the acknowledgement reads
+                    // above it.
+                    let wait = self.clock.time_until(record.meta.write_ts);
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait.min(self.clock.max_offset())).await;
+                    }
+                    responses.truncate(n);
+                    return Ok(responses);
+                }
+                Err(api::Error::Kv(Error::TxnPushed { ts, .. })) => {
+                    self.meta.write_ts = self.meta.write_ts.max(ts);
+                }
+                Err(api::Error::Kv(Error::WriteIntent { .. })) if !pending.is_empty() => {
+                    // The writes of the final batch met an intent: send them on their
+                    // own (waiting out the conflict), then commit alone.
+                    let reqs = std::mem::take(&mut pending);
+                    if let Err(e) = self.send_refreshing(&reqs, seq).await {
+                        self.rollback().await;
+                        return Err(e);
+                    }
+                }
+                Err(api::Error::Kv(Error::ReadWithinUncertainty { existing_ts, .. })) => {
+                    let to = existing_ts.next().max(self.meta.write_ts);
+                    if let Err(e) = self.refresh_to(to).await {
+                        self.rollback().await;
+                        return Err(e);
+                    }
+                }
+                Err(api::Error::AmbiguousResult { reason, .. }) => {
+                    // The commit may have happened: nothing more may be done in this
+                    // transaction, and its fate must not be guessed.
+                    self.state = State::Aborted;
+                    self.heartbeater.stop();
+                    return Err(TxnError::Ambiguous(reason));
+                }
+                Err(e) => {
+                    let e = self.classify(e);
+                    self.rollback().await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Aborts the transaction and removes its intents (best effort: an intent left
+    /// behind is removed by the next transaction that meets it, once the record is
+    /// aborted or has expired).
+    pub async fn rollback(&mut self) {
+        if self.state != State::Open {
+            return;
+        }
+        self.state = State::Aborted;
+        self.heartbeater.stop();
+        if self.meta.key.is_empty() {
+            return;
+        }
+        let batch = self.batch(
+            vec![Request::EndTxn {
+                key: self.meta.key.clone(),
+                commit: false,
+                lock_spans: merge_spans(&self.lock_spans),
+            }],
+            self.meta.seq,
+        );
+        match self.dist.send(batch).await {
+            Ok(resp) => {
+                if let Some(Response::EndTxn { record }) = resp.responses.into_iter().next() {
+                    self.resolve_async(record.lock_spans, record.meta, TxnStatus::Aborted);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(txn = ?self.meta.id, error = %e, "rollback failed; intents will expire")
+            }
+        }
+    }
+
+    /// Makes the transaction ready to run again after a retryable error: a new epoch
+    /// of the same transaction (keeping its record and intents, which the new epoch
+    /// overwrites or the commit discards), or, if it was aborted, a new transaction
+    /// with a higher priority.
+    pub async fn restart(&mut self) {
+        if self.aborted_remotely || self.heartbeater.aborted() || self.state != State::Open {
+            self.rollback().await;
+            *self = Txn::new(
+                self.dist.clone(),
+                self.clock.clone(),
+                self.meta.priority.saturating_add(1),
+            );
+            return;
+        }
+        let now = self.clock.now().max(self.meta.write_ts);
+        self.meta.epoch += 1;
+        self.meta.write_ts = now;
+        self.read_ts = now;
+        self.refresher.clear();
+        self.heartbeater.start(&self.dist, &self.meta);
+    }
+
+    /// Resolves the intents in `spans` in the background.
+    fn resolve_async(&self, spans: Vec<Span>, meta: TxnMeta, status: TxnStatus) {
+        if spans.is_empty() {
+            return;
+        }
+        let dist = self.dist.clone();
+        tokio::spawn(async move {
+            let requests = spans
+                .into_iter()
+                .map(|span| Request::ResolveIntentRange {
+                    span,
+                    txn: meta.clone(),
+                    status,
+                })
+                .collect();
+            if let Err(e) = dist.send(BatchRequest::new(RangeId(0), requests)).await {
+                tracing::debug!(txn = ?meta.id, error = %e, "resolving intents failed; readers will resolve them");
+            }
+        });
+    }
+}
+
+impl Drop for Txn {
+    fn drop(&mut self) {
+        // A transaction dropped while open is abandoned: its heartbeats stop, and it
+        // expires (the heartbeater's own drop stops the task).
+        self.heartbeater.stop();
+    }
+}
+
+fn aborted(txn: TxnId) -> TxnError {
+    TxnError::Retry {
+        reason: format!("transaction {txn:?} was aborted"),
+    }
+}
+
+fn unexpected(r: &Response) -> TxnError {
+    TxnError::Kv(api::Error::InvalidRequest(format!(
+        "unexpected answer {r:?}"
+    )))
+}
+
+/// Sorts spans and merges the ones that overlap or touch.
+pub(crate) fn merge_spans(spans: &[Span]) -> Vec<Span> {
+    let mut sorted: Vec<Span> = spans.to_vec();
+    sorted.sort();
+    let mut out: Vec<Span> = Vec::with_capacity(sorted.len());
+    for s in sorted {
+        match out.last_mut() {
+            Some(last) if s.start <= last.end => {
+                if s.end > last.end {
+                    last.end = s.end;
+                }
+            }
+            _ => out.push(s),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_spans_joins_overlapping_and_touching() {
+        let s = |a: &str, b: &str| Span::new(a.as_bytes().to_vec(), b.as_bytes().to_vec());
+        assert_eq!(
+            merge_spans(&[
+                s("d", "f"),
+                s("a", "b"),
+                s("b", "c"),
+                s("e", "g"),
+                s("x", "y")
+            ]),
+            vec![s("a", "c"), s("d", "g"), s("x", "y")]
+        );
+    }
+}
