@@ -242,6 +242,32 @@ impl Cluster {
         }
     }
 
+    /// Moves the lease (Raft leadership) of `range_id` to node `to` and waits until it
+    /// is there.
+    pub async fn transfer_lease(&self, range_id: RangeId, to: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.leaseholder(range_id) != Some(to) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{range_id}: lease did not move to n{to}"
+            );
+            if let Some(l) = self.leaseholder(range_id)
+                && let Some(replica) = self.node(l).store().and_then(|s| s.replica(range_id))
+                && let Some(target) = replica
+                    .descriptor()
+                    .and_then(|d| d.replica_on(NodeId(to as u64)).copied())
+            {
+                let _ = replica.group().transfer_leader(target.replica_id).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A transaction starter on node `i`.
+    pub fn db(&self, i: usize) -> cairn_txn::Db {
+        self.node(i).db().expect("node serves")
+    }
+
     /// The raw data of `desc`'s range on node `i` (its MVCC versions, intents and
     /// range-local keys), to compare replicas.
     pub fn range_data(&self, i: usize, desc: &api::RangeDescriptor) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -333,5 +359,27 @@ impl Cluster {
             },
         )
         .await;
+    }
+}
+
+/// A small deterministic pseudo-random generator (SplitMix64) for workloads.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
     }
 }

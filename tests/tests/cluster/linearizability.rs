@@ -16,18 +16,6 @@ use tokio::sync::RwLock;
 const KEYS: u64 = 4;
 const CLIENTS: u64 = 4;
 
-/// A small deterministic generator (xorshift); the tests need variety, not secrecy.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 type History = Arc<Mutex<BTreeMap<u64, Vec<Op>>>>;
 
 async fn client(
@@ -37,13 +25,13 @@ async fn client(
     start: Instant,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (id + 1));
+    let mut rng = cairn_tests::Rng::new(0x9E37_79B9_7F4A_7C15 ^ (id + 1));
     let mut seq = 0;
     let now = || start.elapsed().as_micros() as u64;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let key = rng.next() % KEYS;
+        let key = rng.next_u64() % KEYS;
         let k = format!("reg-{key}").into_bytes();
-        let write = rng.next().is_multiple_of(2);
+        let write = rng.next_u64().is_multiple_of(2);
         let c = cluster.read().await;
         let live: Vec<usize> = (1..=c.len())
             .filter(|&n| c.is_up(n) && c.node(n).is_serving())
@@ -53,7 +41,7 @@ async fn client(
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
-        let via = live[(rng.next() as usize) % live.len()];
+        let via = live[(rng.next_u64() as usize) % live.len()];
         let call = now();
         let op = if write {
             seq += 1;

@@ -1,7 +1,9 @@
 //! The one integration-test binary: clusters of real nodes on RocksDB over TCP.
 
+mod bank;
 mod http;
 mod linearizability;
+mod list_append;
 mod processes;
 mod replication;
 mod splits;
