@@ -383,3 +383,37 @@ impl Rng {
         self.next_u64() % n
     }
 }
+
+/// A short nemesis schedule on a 3-node cluster under load: kill the leaseholder of
+/// `range_id` and restart it 3 s later, then cut another node off from the others for
+/// 3 s, then heal. Returns the node killed. `log` is called before each step.
+pub async fn kill_restart_partition(
+    cluster: &tokio::sync::RwLock<Cluster>,
+    range_id: RangeId,
+    log: impl Fn(&str),
+) -> usize {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    log("kill the leaseholder");
+    let victim = cluster
+        .read()
+        .await
+        .leaseholder(range_id)
+        .expect("a leaseholder");
+    cluster.write().await.kill(victim).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    log("restart it");
+    cluster.write().await.restart(victim).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    log("cut one node off");
+    {
+        let c = cluster.read().await;
+        let cut = 1 + victim % 3;
+        for other in (1..=3).filter(|&o| o != cut) {
+            c.partition(cut, other);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    log("heal");
+    cluster.read().await.heal();
+    victim
+}

@@ -163,42 +163,14 @@ async fn bank_under_faults() {
         )));
     }
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    eprintln!(
-        "step: Kill the leaseholder (transfers {}, audits {})",
-        stats.transfers.load(Ordering::Relaxed),
-        stats.audits.load(Ordering::Relaxed)
-    );
-    // Kill the leaseholder of the first account's range, then bring it back.
-    let victim = cluster
-        .read()
-        .await
-        .leaseholder(RangeId(1))
-        .expect("leaseholder");
-    cluster.write().await.kill(victim).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    cluster.write().await.restart(victim).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    eprintln!(
-        "step: Cut one node off (transfers {}, audits {})",
-        stats.transfers.load(Ordering::Relaxed),
-        stats.audits.load(Ordering::Relaxed)
-    );
-    // Cut one node off from the others.
-    {
-        let c = cluster.read().await;
-        let cut = 1 + victim % 3;
-        for other in (1..=3).filter(|&o| o != cut) {
-            c.partition(cut, other);
-        }
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    cluster.read().await.heal();
-    eprintln!(
-        "step: Skew one node (transfers {}, audits {})",
-        stats.transfers.load(Ordering::Relaxed),
-        stats.audits.load(Ordering::Relaxed)
-    );
+    let progress = |step: &str| {
+        eprintln!(
+            "{step} (transfers {}, audits {})",
+            stats.transfers.load(Ordering::Relaxed),
+            stats.audits.load(Ordering::Relaxed)
+        )
+    };
+    let victim = cairn_tests::kill_restart_partition(&cluster, RangeId(1), progress).await;
     // Skew one node's clock, within the maximum offset.
     cluster
         .read()
@@ -215,11 +187,6 @@ async fn bank_under_faults() {
             .unwrap();
     }
 
-    eprintln!(
-        "step:  violations = stats (transfers {}, audits {})",
-        stats.transfers.load(Ordering::Relaxed),
-        stats.audits.load(Ordering::Relaxed)
-    );
     let violations = stats.violations.lock().clone();
     assert!(
         violations.is_empty(),

@@ -143,25 +143,7 @@ async fn list_append_is_serializable_under_faults() {
         })
         .collect();
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let victim = cluster
-        .read()
-        .await
-        .leaseholder(RangeId(1))
-        .expect("leaseholder");
-    cluster.write().await.kill(victim).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    cluster.write().await.restart(victim).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    {
-        let c = cluster.read().await;
-        let cut = 1 + victim % 3;
-        for other in (1..=3).filter(|&o| o != cut) {
-            c.partition(cut, other);
-        }
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    cluster.read().await.heal();
+    cairn_tests::kill_restart_partition(&cluster, RangeId(1), |step| eprintln!("{step}")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
