@@ -7,29 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RANGES=${1:-1000}
 SECONDS_MEASURED=${2:-30}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
-cargo build --release -q -p cairn-server
-CAIRN="$CARGO_TARGET_DIR/release/cairn"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-for i in 1 2 3; do
-  "$CAIRN" start --insecure --store "$work/n$i" \
-    --listen-addr "127.0.0.1:2755$i" --http-addr "127.0.0.1:2756$i" --sql-addr "127.0.0.1:2757$i" \
-    --join 127.0.0.1:27551 >"$work/n$i.log" 2>&1 &
-  pids+=($!)
-done
-sleep 1
-"$CAIRN" init --insecure --host 127.0.0.1:27551 >/dev/null
-for _ in $(seq 1 120); do
-  curl -s 127.0.0.1:27561/_status/ranges | grep -q '"replicas":\[1,2,3\]' && break
-  sleep 0.5
-done
+source bench/lib.sh
+start_cairn_cluster 27550
 
 # CPU seconds (user + system) of a process, from /proc.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }

@@ -10,37 +10,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-15}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
-
 if ! command -v etcd >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
 fi
-cargo build --release -q -p cairn-server
-CAIRN="$CARGO_TARGET_DIR/release/cairn"
+source bench/lib.sh
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Cairn: three node processes, one store each.
-for i in 1 2 3; do
-  "$CAIRN" start --insecure --store "$work/cairn$i" \
-    --listen-addr "127.0.0.1:2745$i" --http-addr "127.0.0.1:2746$i" --sql-addr "127.0.0.1:2747$i" \
-    --join 127.0.0.1:27451 >"$work/cairn$i.log" 2>&1 &
-  pids+=($!)
-done
-sleep 1
-"$CAIRN" init --insecure --host 127.0.0.1:27451 >/dev/null
-for _ in $(seq 1 120); do
-  if curl -s 127.0.0.1:27461/_status/ranges | grep -q '"replicas":\[1,2,3\]'; then break; fi
-  sleep 0.5
-done
-curl -s 127.0.0.1:27461/_status/ranges | grep -q '"replicas":\[1,2,3\]' || { echo "cairn did not reach 3 replicas"; exit 1; }
+# Cairn: three node processes, one store each (rpc 27451-3).
+start_cairn_cluster 27450
 
 # etcd: three members.
 cluster="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"

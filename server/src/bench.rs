@@ -26,7 +26,8 @@ use crate::transport::Transport;
 /// A KV client of a Cairn cluster from outside it: a transport with no node id and a
 /// DistSender over it.
 pub struct Client {
-    dist: DistSender,
+    dist: Arc<DistSender>,
+    clock: Arc<Clock>,
 }
 
 struct ClientDialer(Arc<Transport>);
@@ -54,7 +55,8 @@ impl Client {
         addr: &str,
         request_timeout: Duration,
     ) -> Result<Client, String> {
-        let transport = Transport::new(Arc::new(Clock::system()), local.into());
+        let clock = Arc::new(Clock::system());
+        let transport = Transport::new(clock.clone(), local.into());
         match transport
             .call_addr(addr, RpcRequest::Nodes, Duration::from_secs(5))
             .await
@@ -67,12 +69,20 @@ impl Client {
             Ok(other) => return Err(format!("unexpected answer from {addr}: {other:?}")),
             Err(e) => return Err(format!("connecting to {addr}: {e}")),
         }
-        let dist = DistSender::new(Arc::new(ClientDialer(transport.clone())), request_timeout);
-        Ok(Client { dist })
+        let dist = Arc::new(DistSender::new(
+            Arc::new(ClientDialer(transport.clone())),
+            request_timeout,
+        ));
+        Ok(Client { dist, clock })
     }
 
     pub fn dist_sender(&self) -> &DistSender {
         &self.dist
+    }
+
+    /// A transaction starter through this client.
+    pub fn db(&self) -> cairn_txn::Db {
+        cairn_txn::Db::new(self.dist.clone(), self.clock.clone())
     }
 }
 
@@ -207,6 +217,74 @@ pub async fn cairn_puts(
     .await;
     Ok(report(
         "cairn",
+        concurrency,
+        value_bytes,
+        &hist,
+        errors,
+        secs,
+    ))
+}
+
+/// Where the transaction benchmark splits its keys: two-key transactions on one side
+/// commit in one range, those with a key on each side in two.
+const TXN_SPLIT: &[u8] = b"benchtxn/m";
+
+/// Two-key write transactions of fresh keys against a Cairn cluster: both keys in one
+/// range (`ranges == 1`: a one-phase commit, one Raft command) or in two ranges
+/// (`ranges == 2`: intents on both, then the commit record, then asynchronous
+/// resolution).
+pub async fn cairn_txns(
+    addr: &str,
+    ranges: usize,
+    concurrency: usize,
+    duration: Duration,
+    value_bytes: usize,
+) -> Result<Report, String> {
+    let client = Arc::new(Client::connect(addr, Duration::from_secs(5)).await?);
+    let split = BatchRequest::new(
+        RangeId(0),
+        vec![Request::AdminSplit {
+            split_key: TXN_SPLIT.to_vec(),
+        }],
+    );
+    match client.dist.send(split).await {
+        Ok(_) => {}
+        Err(e) if e.to_string().contains("already starts there") => {}
+        Err(e) => return Err(format!("splitting at {TXN_SPLIT:?}: {e}")),
+    }
+    let db = client.db();
+    let value = Arc::new(vec![b'v'; value_bytes]);
+    let run = std::process::id();
+    let (hist, errors, secs) = closed_loop(concurrency, duration, move |w, i| {
+        let db = db.clone();
+        let value = value.clone();
+        async move {
+            let first = format!("benchtxn/a/{run}/{w:04}/{i:012}").into_bytes();
+            let second = if ranges == 1 {
+                format!("benchtxn/b/{run}/{w:04}/{i:012}")
+            } else {
+                format!("benchtxn/z/{run}/{w:04}/{i:012}")
+            }
+            .into_bytes();
+            let mut txn = db.begin();
+            txn.commit_with(vec![
+                Request::Put {
+                    key: first,
+                    value: value.to_vec(),
+                },
+                Request::Put {
+                    key: second,
+                    value: value.to_vec(),
+                },
+            ])
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    Ok(report(
+        &format!("cairn-txn-{ranges}-range"),
         concurrency,
         value_bytes,
         &hist,

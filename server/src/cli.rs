@@ -38,6 +38,26 @@ pub enum Command {
 pub enum BenchCommand {
     /// Closed-loop puts of fresh keys: throughput and latency.
     KvPut(KvPutArgs),
+    /// Closed-loop two-key write transactions: one range (one-phase commit) against
+    /// two ranges (two-phase commit).
+    Txn(TxnArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TxnArgs {
+    /// RPC address of a Cairn node.
+    #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_RPC_PORT}"))]
+    pub host: String,
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Seconds to run each kind.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    #[arg(long, default_value_t = 256)]
+    pub value_bytes: usize,
+    /// Print one JSON object per kind instead of a table row.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -136,6 +156,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Init(args) => init(args).await,
         Command::Demo(args) => demo(args).await,
         Command::Bench(BenchCommand::KvPut(args)) => kv_put(args).await,
+        Command::Bench(BenchCommand::Txn(args)) => txn_bench(args).await,
         Command::Debug(DebugCommand::IdleRanges(args)) => idle_ranges(args).await,
     }
 }
@@ -308,19 +329,47 @@ async fn kv_put(args: KvPutArgs) -> i32 {
             }
         }
     }
-    for r in &reports {
-        if args.json {
+    print_reports(&reports, args.json);
+    0
+}
+
+fn print_reports(reports: &[crate::bench::Report], json: bool) {
+    for r in reports {
+        if json {
             match serde_json::to_string(r) {
                 Ok(j) => println!("{j}"),
                 Err(e) => eprintln!("error: {e}"),
             }
         } else {
             println!(
-                "{:<6} concurrency {:>3}  {:>9.1} puts/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  errors {}",
+                "{:<18} concurrency {:>3}  {:>9.1} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms  errors {}",
                 r.target, r.concurrency, r.ops_per_sec, r.p50_ms, r.p99_ms, r.max_ms, r.errors
             );
         }
     }
+}
+
+async fn txn_bench(args: TxnArgs) -> i32 {
+    let duration = Duration::from_secs_f64(args.duration.max(0.1));
+    let mut reports = Vec::new();
+    for ranges in [1, 2] {
+        match crate::bench::cairn_txns(
+            &args.host,
+            ranges,
+            args.concurrency,
+            duration,
+            args.value_bytes,
+        )
+        .await
+        {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        }
+    }
+    print_reports(&reports, args.json);
     0
 }
 
