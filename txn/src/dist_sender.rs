@@ -18,7 +18,7 @@
 //!
 //! A batch that spans ranges is cut at range boundaries and the pieces go to their
 //! ranges in parallel; scans with a limit go range by range until it is met (see
-//! [`DistSender::send_divided`]).
+//! `DistSender::send_divided`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,7 +85,7 @@ impl DistSender {
 
     /// Sends `batch` to the ranges holding its keys (its header's range id is filled in).
     /// A batch whose keys lie in one range goes there whole; one that spans ranges is
-    /// cut by range (see [`DistSender::send_divided`]).
+    /// cut by range (see `DistSender::send_divided`).
     pub async fn send(&self, batch: BatchRequest) -> Result<BatchResponse, api::Error> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         self.send_until(batch, deadline).await
