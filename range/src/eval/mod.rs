@@ -24,6 +24,9 @@ mod cmd_reverse_scan;
 mod cmd_scan;
 pub mod txn_record;
 
+#[cfg(test)]
+mod tests;
+
 use cairn_kv::Timestamp;
 use cairn_kv::api::{Request, Response};
 use cairn_kv::keys::Span;
