@@ -95,6 +95,17 @@ pub struct TxnMeta {
     /// The sequence number of the write within the transaction; reads at a sequence
     /// see only the transaction's own writes up to it.
     pub seq: u32,
+    /// Sequence numbers rolled back to a savepoint, as inclusive ranges: the
+    /// transaction's writes at these sequences are invisible to its reads and discarded
+    /// when it commits.
+    pub ignored: Vec<(u32, u32)>,
+}
+
+impl TxnMeta {
+    /// Whether the transaction's write at `seq` was rolled back.
+    pub fn is_ignored(ignored: &[(u32, u32)], seq: u32) -> bool {
+        ignored.iter().any(|(lo, hi)| *lo <= seq && seq <= *hi)
+    }
 }
 
 /// A provisional write found on a key, owned by a transaction.

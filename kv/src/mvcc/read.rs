@@ -174,7 +174,7 @@ fn read_key(
                     }
                     // Intents of an earlier epoch are invisible to the restarted txn.
                     if rec.txn.epoch == own.epoch
-                        && let Some(v) = rec.value_at_seq(own.seq)
+                        && let Some(v) = rec.value_at_seq(own.seq, &own.ignored)
                     {
                         outcome = Some(KeyRead::Value(v.map(<[u8]>::to_vec)));
                     }

@@ -246,17 +246,30 @@ impl goldenscript::Runner for ScriptRunner<'_> {
                     min_ts: ts,
                     priority: 1,
                     seq: 0,
+                    ignored: Vec::new(),
                 };
                 self.txns.insert(name, txn);
             }
-            // txn_set NAME [ts=T] [epoch=E] [seq=S]: changes a transaction's state.
+            // txn_set NAME [ts=T] [epoch=E] [seq=S] [ignore=LO-HI]: changes a
+            // transaction's state.
             "txn_set" => {
                 let name = args.next_pos().ok_or("txn name missing")?.to_string();
                 let ts = ts_arg(&mut args, "ts")?;
                 let epoch = args.take_key("epoch").map(str::parse).transpose()?;
                 let seq = args.take_key("seq").map(str::parse).transpose()?;
+                // ignore=LO-HI: roll back to a savepoint (writes at LO..=HI ignored).
+                let ignore = match args.take_key("ignore") {
+                    Some(r) => {
+                        let (lo, hi) = r.split_once('-').ok_or("ignore=LO-HI")?;
+                        Some((lo.parse::<u32>()?, hi.parse::<u32>()?))
+                    }
+                    None => None,
+                };
                 args.reject_next()?;
                 let txn = self.txns.get_mut(&name).ok_or("unknown txn")?;
+                if let Some(range) = ignore {
+                    txn.ignored.push(range);
+                }
                 if let Some(ts) = ts {
                     txn.write_ts = ts;
                 }
@@ -682,6 +695,7 @@ fn new_txn(n: u64) -> ModelTxn {
             min_ts: ts(n),
             priority: 1,
             seq: 0,
+            ignored: Vec::new(),
         },
     }
 }

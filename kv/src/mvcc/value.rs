@@ -53,16 +53,18 @@ pub struct IntentRecord {
 }
 
 impl IntentRecord {
-    /// The transaction's own value as of sequence `seq`: `None` if it had not written
-    /// the key yet by then, `Some(None)` if it had deleted it.
-    pub fn value_at_seq(&self, seq: u32) -> Option<Option<&[u8]>> {
-        if self.txn.seq <= seq {
+    /// The transaction's own value as of sequence `seq`, leaving out writes at
+    /// `ignored` sequences (rolled back to a savepoint): `None` if it had not written
+    /// the key yet by then (or only in rolled-back writes), `Some(None)` if it had
+    /// deleted it.
+    pub fn value_at_seq(&self, seq: u32, ignored: &[(u32, u32)]) -> Option<Option<&[u8]>> {
+        if self.txn.seq <= seq && !TxnMeta::is_ignored(ignored, self.txn.seq) {
             return Some(self.value.as_deref());
         }
         self.history
             .iter()
             .rev()
-            .find(|(s, _)| *s <= seq)
+            .find(|(s, _)| *s <= seq && !TxnMeta::is_ignored(ignored, *s))
             .map(|(_, v)| v.as_deref())
     }
 }
@@ -137,6 +139,7 @@ mod tests {
                 min_ts: Timestamp::new(9, 0),
                 priority: 5,
                 seq: 4,
+                ignored: Vec::new(),
             },
             value: Some(b"v4".to_vec()),
             history: vec![(1, Some(b"v1".to_vec())), (3, None)],
@@ -188,12 +191,16 @@ mod tests {
     #[test]
     fn value_at_seq() {
         let r = record();
-        assert_eq!(r.value_at_seq(0), None);
-        assert_eq!(r.value_at_seq(1), Some(Some(&b"v1"[..])));
-        assert_eq!(r.value_at_seq(2), Some(Some(&b"v1"[..])));
-        assert_eq!(r.value_at_seq(3), Some(None));
-        assert_eq!(r.value_at_seq(4), Some(Some(&b"v4"[..])));
-        assert_eq!(r.value_at_seq(99), Some(Some(&b"v4"[..])));
+        assert_eq!(r.value_at_seq(0, &[]), None);
+        assert_eq!(r.value_at_seq(1, &[]), Some(Some(&b"v1"[..])));
+        assert_eq!(r.value_at_seq(2, &[]), Some(Some(&b"v1"[..])));
+        assert_eq!(r.value_at_seq(3, &[]), Some(None));
+        assert_eq!(r.value_at_seq(4, &[]), Some(Some(&b"v4"[..])));
+        assert_eq!(r.value_at_seq(99, &[]), Some(Some(&b"v4"[..])));
+        // Rolled back to a savepoint after sequence 1: writes 3 and 4 are ignored.
+        assert_eq!(r.value_at_seq(99, &[(2, 4)]), Some(Some(&b"v1"[..])));
+        assert_eq!(r.value_at_seq(99, &[(1, 4)]), None);
+        assert_eq!(r.value_at_seq(3, &[(4, 4)]), Some(None));
     }
 
     proptest! {

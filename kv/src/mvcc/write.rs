@@ -119,7 +119,7 @@ fn plan(
                 });
             }
             if own.seq <= rec.txn.seq {
-                let earlier = rec.value_at_seq(own.seq).ok_or_else(|| {
+                let earlier = rec.value_at_seq(own.seq, &[]).ok_or_else(|| {
                     Error::InvalidArgument(format!(
                         "txn {:?} replays sequence {} which wrote nothing to {}",
                         own.id,
@@ -132,9 +132,15 @@ fn plan(
             write_ts = write_ts.max(rec.txn.write_ts);
             let mut history = rec.history.clone();
             history.push((rec.txn.seq, rec.value.clone()));
+            // What the transaction sees now: its latest write not rolled back, else
+            // the committed value.
+            let current = match rec.value_at_seq(u32::MAX, &own.ignored) {
+                Some(v) => v.map(<[u8]>::to_vec),
+                None => committed(),
+            };
             Ok(Plan::Write {
                 write_ts,
-                current: rec.value.clone(),
+                current,
                 history,
             })
         }
@@ -356,13 +362,18 @@ pub fn resolve_intent(
                         crate::keys::pretty(key)
                     )));
                 }
-                let version_raw = version_key(key, txn.write_ts);
-                let version = match rec.value {
-                    Some(v) => Version::Value(v),
-                    None => Version::Tombstone,
+                // The value is the transaction's last write that was not rolled back
+                // to a savepoint; if every write was, the key was never written.
+                let version = match rec.value_at_seq(u32::MAX, &txn.ignored) {
+                    Some(Some(v)) => Some(Version::Value(v.to_vec())),
+                    Some(None) => Some(Version::Tombstone),
+                    None => None,
                 };
-                let stored = encode_version(&version_raw, &version);
-                rw.put(Space::Data, version_raw, stored);
+                if let Some(version) = version {
+                    let version_raw = version_key(key, txn.write_ts);
+                    let stored = encode_version(&version_raw, &version);
+                    rw.put(Space::Data, version_raw, stored);
+                }
             }
             // An intent of an earlier epoch was not rewritten by the committed epoch:
             // it is not part of the transaction's outcome.

@@ -180,6 +180,7 @@ impl goldenscript::Runner for Runner {
                         min_ts: ts,
                         priority,
                         seq: 0,
+                        ignored: Vec::new(),
                     },
                 );
                 return Ok(out);

@@ -286,6 +286,7 @@ async fn crashed_coordinator_blocks_nobody_for_long() {
         min_ts: now,
         priority: 1,
         seq: 1,
+        ignored: Vec::new(),
     };
     write_intent(&c, 1, &txn, b"b-anchor", b"committed").await;
     write_intent(

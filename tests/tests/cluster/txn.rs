@@ -113,6 +113,28 @@ async fn commit_and_rollback_across_ranges() {
     assert_eq!(read(&db, &k1).await.as_deref(), Some("c"));
 }
 
+/// Rolling back to a savepoint undoes the writes made since, on every range, and the
+/// transaction goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn savepoints_across_ranges() {
+    let c = split_cluster().await;
+    let db = db(&c, 3);
+    let (k1, k2) = keys("savepoint");
+    let mut t = db.begin();
+    t.put(&k1, b"kept").await.unwrap();
+    let sp = t.savepoint();
+    t.put(&k1, b"undone").await.unwrap();
+    t.put(&k2, b"undone").await.unwrap();
+    assert_eq!(t.get(&k1).await.unwrap(), Some(b"undone".to_vec()));
+    t.rollback_to_savepoint(sp).unwrap();
+    assert_eq!(t.get(&k1).await.unwrap(), Some(b"kept".to_vec()));
+    assert_eq!(t.get(&k2).await.unwrap(), None);
+    t.cput(&k2, b"after", None).await.unwrap();
+    t.commit().await.unwrap();
+    assert_eq!(read(&db, &k1).await.as_deref(), Some("kept"));
+    assert_eq!(read(&db, &k2).await.as_deref(), Some("after"));
+}
+
 /// G0 (write cycles): two transactions writing the same two keys never interleave.
 async fn g0(db: &Db) {
     let (k1, k2) = setup(db, "g0").await;

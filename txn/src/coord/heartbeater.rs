@@ -39,6 +39,7 @@ impl Heartbeater {
                 min_ts: Default::default(),
                 priority: 0,
                 seq: 0,
+                ignored: Vec::new(),
             })),
         }
     }

@@ -36,7 +36,7 @@ mod heartbeater;
 mod refresher;
 mod txn;
 
-pub use txn::{Db, Txn};
+pub use txn::{Db, Savepoint, Txn};
 
 use cairn_kv::api;
 

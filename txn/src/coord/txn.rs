@@ -68,6 +68,13 @@ impl Db {
     }
 }
 
+/// A point in a transaction to roll back to (SQL's SAVEPOINT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Savepoint {
+    seq: u32,
+    epoch: u32,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Open,
@@ -110,6 +117,7 @@ impl Txn {
                 min_ts: now,
                 priority,
                 seq: 0,
+                ignored: Vec::new(),
             },
             read_ts: now,
             uncertainty_limit: now.add_duration(clock.max_offset()),
@@ -238,6 +246,31 @@ impl Txn {
             Response::DeleteRange { deleted } => Ok(deleted),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// A savepoint: where [`Txn::rollback_to_savepoint`] returns to.
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            seq: self.meta.seq,
+            epoch: self.meta.epoch,
+        }
+    }
+
+    /// Undoes every write made since `savepoint`: they stay on disk as intents, but the
+    /// transaction's later reads skip them and its commit discards them. A savepoint
+    /// taken before the transaction restarted cannot be returned to (its writes were
+    /// already discarded by the restart): that is a retryable error.
+    pub fn rollback_to_savepoint(&mut self, savepoint: Savepoint) -> Result<(), TxnError> {
+        self.check_open()?;
+        if savepoint.epoch != self.meta.epoch {
+            return Err(TxnError::Retry {
+                reason: "the transaction restarted since the savepoint".into(),
+            });
+        }
+        if savepoint.seq < self.meta.seq {
+            self.meta.ignored.push((savepoint.seq + 1, self.meta.seq));
+        }
+        Ok(())
     }
 
     async fn send_one(&mut self, req: Request) -> Result<Response, TxnError> {
@@ -546,6 +579,8 @@ impl Txn {
         }
         let now = self.clock.now().max(self.meta.write_ts);
         self.meta.epoch += 1;
+        // Savepoints belong to the epoch that took them.
+        self.meta.ignored.clear();
         self.meta.write_ts = now;
         self.read_ts = now;
         self.refresher.clear();
