@@ -135,6 +135,32 @@ async fn savepoints_across_ranges() {
     assert_eq!(read(&db, &k2).await.as_deref(), Some("after"));
 }
 
+/// A transaction that starts writing long after it began is not mistaken for an
+/// abandoned one: its record is written at its first write, so a conflicting writer
+/// waits for it instead of aborting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_writer_is_not_taken_for_abandoned() {
+    let c = split_cluster().await;
+    let db = db(&c, 1);
+    let (k1, _) = keys("late");
+    let mut slow = db.begin();
+    // Longer than the liveness threshold (2.5 s) counted from the start.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    slow.put(&k1, b"slow").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = db.begin();
+    let k1c = k1.clone();
+    let h = spawn_step(other, move |t| {
+        Box::pin(async move { t.put(&k1c, b"other").await })
+    });
+    assert_blocked(&h, "the other writer").await;
+    slow.commit().await.expect("the slow transaction commits");
+    let (mut other, r) = h.await.unwrap();
+    r.unwrap();
+    other.commit().await.unwrap();
+    assert_eq!(read(&db, &k1).await.as_deref(), Some("other"));
+}
+
 /// G0 (write cycles): two transactions writing the same two keys never interleave.
 async fn g0(db: &Db) {
     let (k1, k2) = setup(db, "g0").await;

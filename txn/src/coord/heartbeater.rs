@@ -50,8 +50,10 @@ impl Heartbeater {
     }
 
     /// Starts heartbeating once the transaction has an anchor (idempotent), and keeps
-    /// the task's copy of the transaction current.
-    pub fn start(&mut self, dist: &Arc<DistSender>, meta: &TxnMeta) {
+    /// the task's copy of the transaction current. Until its record exists, others
+    /// count the transaction alive from its start: one that starts writing late gets its
+    /// record at once, before that grace runs out.
+    pub fn start(&mut self, dist: &Arc<DistSender>, meta: &TxnMeta, now: cairn_kv::Timestamp) {
         *self.meta.lock() = meta.clone();
         if self.task.is_some() || meta.key.is_empty() {
             return;
@@ -59,9 +61,12 @@ impl Heartbeater {
         let dist = dist.clone();
         let aborted = self.aborted.clone();
         let shared = self.meta.clone();
+        let mut first = meta.min_ts.add_duration(TXN_HEARTBEAT_INTERVAL) < now;
         self.task = Some(tokio::spawn(async move {
             loop {
-                tokio::time::sleep(TXN_HEARTBEAT_INTERVAL).await;
+                if !std::mem::take(&mut first) {
+                    tokio::time::sleep(TXN_HEARTBEAT_INTERVAL).await;
+                }
                 let meta = shared.lock().clone();
                 let batch = BatchRequest {
                     header: Header {

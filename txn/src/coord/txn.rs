@@ -300,7 +300,8 @@ impl Txn {
         for w in requests.iter().filter(|r| r.writes_data()) {
             self.lock_spans.push(w.span());
         }
-        self.heartbeater.start(&self.dist, &self.meta);
+        self.heartbeater
+            .start(&self.dist, &self.meta, self.clock.now());
         // 4. Refresher, around the send.
         let responses = self.send_refreshing(&requests, seq).await?;
         self.refresher.record(&requests);
@@ -584,7 +585,8 @@ impl Txn {
         self.meta.write_ts = now;
         self.read_ts = now;
         self.refresher.clear();
-        self.heartbeater.start(&self.dist, &self.meta);
+        self.heartbeater
+            .start(&self.dist, &self.meta, self.clock.now());
     }
 
     /// Resolves the intents in `spans` in the background.
