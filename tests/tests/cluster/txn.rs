@@ -161,6 +161,29 @@ async fn late_writer_is_not_taken_for_abandoned() {
     assert_eq!(read(&db, &k1).await.as_deref(), Some("other"));
 }
 
+/// A range splits between a pending transaction's intents (and its record): the
+/// transaction commits, and its intents on both new ranges resolve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn split_between_a_transactions_intents() {
+    let c = split_cluster().await;
+    let db = db(&c, 2);
+    let mut t = db.begin();
+    t.put(b"f/anchor", b"1").await.unwrap();
+    t.put(b"c/other", b"2").await.unwrap();
+    // Let a heartbeat write the record, anchored at "f/anchor".
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (left, right) = c.split(1, b"e").await.expect("split between the intents");
+    assert!(left.contains_key(b"c/other") && right.contains_key(b"f/anchor"));
+    t.commit().await.expect("commit after the split");
+    assert_eq!(read(&db, b"f/anchor").await.as_deref(), Some("1"));
+    assert_eq!(read(&db, b"c/other").await.as_deref(), Some("2"));
+    // Nothing is left blocking writers on either side.
+    let mut w = db.begin();
+    w.put(b"c/other", b"3").await.unwrap();
+    w.put(b"f/anchor", b"3").await.unwrap();
+    w.commit().await.unwrap();
+}
+
 /// G0 (write cycles): two transactions writing the same two keys never interleave.
 async fn g0(db: &Db) {
     let (k1, k2) = setup(db, "g0").await;
