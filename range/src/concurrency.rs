@@ -11,8 +11,10 @@
 //!   evaluate again (latches re-acquired)
 //! ```
 //!
-//! A writer pushes to abort T; a reader pushes T's timestamp above its own read (T
-//! may still commit, later). Everything happens within the request's deadline; past
+//! Requests blocked by the same intent queue in the [`crate::lock_table`]: the first
+//! pushes, the others wait for the intent to be resolved (pushing themselves only after
+//! a delay, which is what lets deadlock detection see them). A writer pushes to abort
+//! T; a reader pushes T's timestamp above its own read (T may still commit, later). Everything happens within the request's deadline; past
 //! it, the request fails with the `WriteIntent` error, which is retryable (nothing was
 //! proposed): the transaction coordinator waits and sends it again.
 
@@ -26,6 +28,7 @@ use cairn_kv::mvcc::{Intent, TxnMeta};
 use cairn_kv::{Error, RangeId, TxnId};
 
 use crate::latch::LatchSpan;
+use crate::lock_table::DEADLOCK_PUSH_DELAY;
 use crate::replica::Replica;
 
 /// How long one push waits at the pushee's record before the pusher tries again.
@@ -64,6 +67,20 @@ impl Replica {
             }
         }
         for owner in owners {
+            // Queue behind the owner's intent on the first key it blocks; wait there
+            // while someone ahead is pushing, for a while.
+            let Some(first) = intents.iter().find(|i| i.txn.id == owner.id) else {
+                continue;
+            };
+            let waiter = self.lock_table.enqueue(&first.key, owner.id);
+            if !waiter.is_first() {
+                let released = waiter.released.notified();
+                let wait_until = deadline.min(tokio::time::Instant::now() + DEADLOCK_PUSH_DELAY);
+                if tokio::time::timeout_at(wait_until, released).await.is_ok() {
+                    // Released: evaluate again.
+                    continue;
+                }
+            }
             let record = loop {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(api::Error::Kv(Error::WriteIntent { intents }));

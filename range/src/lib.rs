@@ -8,6 +8,7 @@
 //! - [`eval`]: one file per KV command, evaluated into a write batch.
 //! - [`concurrency`]: pushing and waiting for transactions whose intents block a
 //!   request.
+//! - [`lock_table`]: requests queued per key behind intents.
 //! - [`latch`]: serialising conflicting requests from evaluation to application.
 //! - [`replica`]: a request's path through one replica: key check, lease, latches,
 //!   evaluation, replication.
@@ -19,6 +20,7 @@
 pub mod concurrency;
 pub mod eval;
 pub mod latch;
+pub mod lock_table;
 pub mod log_writer;
 pub mod raft;
 pub mod replica;

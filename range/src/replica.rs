@@ -31,6 +31,7 @@ use cairn_kv::{NodeId, RangeId, Timestamp};
 
 use crate::eval::{self, EvalContext};
 use crate::latch::{LatchManager, LatchSpan};
+use crate::lock_table::LockTable;
 use crate::raft::{GroupError, GroupStatus, RaftCommand, RaftGroup, ReplicaShared};
 use crate::store::ClusterSender;
 use crate::tscache::TimestampCache;
@@ -67,6 +68,8 @@ pub struct Replica {
     tscache: parking_lot::Mutex<LeaseState>,
     /// Pushes waiting on transaction records of this range.
     pub(crate) txn_wait: TxnWaitQueue,
+    /// Requests waiting for intents on this range's keys.
+    pub(crate) lock_table: LockTable,
 }
 
 impl Replica {
@@ -98,6 +101,7 @@ impl Replica {
                 cache: TimestampCache::new(Timestamp::MAX, 0),
             }),
             txn_wait: TxnWaitQueue::default(),
+            lock_table: LockTable::default(),
         }
     }
 
@@ -336,10 +340,14 @@ impl Replica {
         }
         for (req, resp) in batch.requests.iter().zip(&mut responses) {
             match (req, resp) {
+                (_, api::Response::EndTxn { record }) => {
+                    self.txn_wait.record_changed(record.meta.id);
+                    // Its intents in this range were resolved by the same command.
+                    self.lock_table.release_txn(record.meta.id);
+                }
                 (
                     _,
-                    api::Response::EndTxn { record }
-                    | api::Response::HeartbeatTxn { record }
+                    api::Response::HeartbeatTxn { record }
                     | api::Response::PushTxn { pushee: record },
                 ) => {
                     self.txn_wait.record_changed(record.meta.id);
@@ -347,6 +355,11 @@ impl Replica {
                 (api::Request::QueryTxn { txn, .. }, api::Response::QueryTxn { waiting, .. }) => {
                     *waiting = self.txn_wait.dependents(*txn);
                 }
+                (
+                    api::Request::ResolveIntent { txn, .. }
+                    | api::Request::ResolveIntentRange { txn, .. },
+                    _,
+                ) => self.lock_table.release_txn(txn.id),
                 _ => {}
             }
         }
