@@ -223,6 +223,6 @@ impl Replica {
 }
 
 /// Which side of a deadlock breaks it: the higher priority, then the higher id.
-fn outranks(a: &TxnMeta, b: &TxnMeta) -> bool {
+pub(crate) fn outranks(a: &TxnMeta, b: &TxnMeta) -> bool {
     (a.priority, a.id) > (b.priority, b.id)
 }

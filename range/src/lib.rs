@@ -33,4 +33,6 @@ pub use replica::Replica;
 pub use store::{Store, StoreConfig, StoreError};
 
 #[cfg(test)]
+mod concurrency_tests;
+#[cfg(test)]
 mod tests;

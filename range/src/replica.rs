@@ -277,7 +277,7 @@ impl Replica {
         deadline: tokio::time::Instant,
     ) -> Result<BatchResponse, api::Error> {
         let range_id = self.range_id;
-        let _latches = match tokio::time::timeout_at(deadline, self.latches.acquire(spans)).await {
+        let latches = match tokio::time::timeout_at(deadline, self.latches.acquire(spans)).await {
             Ok(g) => g,
             Err(_) => {
                 return Err(api::Error::RangeUnavailable {
@@ -329,6 +329,8 @@ impl Replica {
                 Ok(Ok(_)) => {}
             }
         }
+        // The writes are applied: later requests may go ahead.
+        drop(latches);
         // A write above the clock (pushed over the floor of a new lease's timestamp
         // cache) is acknowledged only once the clock has passed it, so that a read that
         // starts after the acknowledgement reads at a timestamp that sees it.
