@@ -186,24 +186,14 @@ impl goldenscript::Runner for Runner {
 
 #[test]
 fn goldenscripts() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/testscripts/concurrency");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .expect("testscripts directory")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty());
-    for path in paths {
+    crate::test_util::run_goldenscripts("src/testscripts/concurrency", || Runner {
         // The tables outlive the waiters that borrow them: leaked, once per script.
-        let mut runner = Runner {
-            locks: Box::leak(Box::default()),
-            queue: Box::leak(Box::default()),
-            txns: HashMap::new(),
-            names: HashMap::new(),
-            waiters: HashMap::new(),
-            pushes: HashMap::new(),
-            woken: HashMap::new(),
-        };
-        goldenscript::run(&mut runner, &path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
+        locks: Box::leak(Box::default()),
+        queue: Box::leak(Box::default()),
+        txns: HashMap::new(),
+        names: HashMap::new(),
+        waiters: HashMap::new(),
+        pushes: HashMap::new(),
+        woken: HashMap::new(),
+    });
 }

@@ -35,4 +35,6 @@ pub use store::{Store, StoreConfig, StoreError};
 #[cfg(test)]
 mod concurrency_tests;
 #[cfg(test)]
+mod test_util;
+#[cfg(test)]
 mod tests;

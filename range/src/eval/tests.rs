@@ -366,20 +366,10 @@ impl goldenscript::Runner for Runner {
 
 #[test]
 fn goldenscripts() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/eval/testscripts");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .expect("testscripts directory")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty());
-    for path in paths {
-        let mut runner = Runner {
-            engine: Memory::new(),
-            txns: HashMap::new(),
-            names: HashMap::new(),
-            range: Span::new(b"a".to_vec(), b"m".to_vec()),
-        };
-        goldenscript::run(&mut runner, &path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    }
+    crate::test_util::run_goldenscripts("src/eval/testscripts", || Runner {
+        engine: Memory::new(),
+        txns: HashMap::new(),
+        names: HashMap::new(),
+        range: Span::new(b"a".to_vec(), b"m".to_vec()),
+    });
 }
