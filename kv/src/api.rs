@@ -125,6 +125,10 @@ pub const TXN_LIVENESS_THRESHOLD: std::time::Duration = std::time::Duration::fro
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnStatus {
     Pending,
+    /// Parallel commit under way: the transaction is committed if, and only if, every
+    /// write in the record's `in_flight` list holds an intent at or below the record's
+    /// timestamp (see the `STAGING` paragraph of `txn::coord`).
+    Staging,
     /// The commit point: the record says COMMITTED, so every intent commits.
     Committed,
     Aborted,
@@ -134,9 +138,10 @@ pub enum TxnStatus {
 /// key, anchored at its first written key.
 ///
 /// Invariants:
-/// - a record leaves `Pending` once, to `Committed` or `Aborted`, and never changes
-///   after that;
-/// - `meta.write_ts` only grows while `Pending`.
+/// - a record goes `Pending` → (`Staging` →) `Committed` or `Aborted`, and never
+///   changes after that;
+/// - `meta.write_ts` only grows while `Pending` or `Staging`;
+/// - `in_flight` is empty unless `Staging`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnRecord {
     pub meta: TxnMeta,
@@ -146,13 +151,16 @@ pub struct TxnRecord {
     /// Where the transaction's intents are, outside the record's own range, once it
     /// has finished (for whoever cleans up after it).
     pub lock_spans: Vec<Span>,
+    /// While `Staging`: the writes (key, sequence number) sent with the commit, on other
+    /// ranges, whose intents decide whether the transaction committed.
+    pub in_flight: Vec<(Vec<u8>, u32)>,
 }
 
 impl TxnRecord {
     /// Whether the transaction has not been heard from for longer than
     /// [`TXN_LIVENESS_THRESHOLD`] as of `now`.
     pub fn is_expired(&self, now: Timestamp) -> bool {
-        self.status == TxnStatus::Pending
+        matches!(self.status, TxnStatus::Pending | TxnStatus::Staging)
             && self.last_heartbeat.add_duration(TXN_LIVENESS_THRESHOLD) < now
     }
 }
@@ -234,10 +242,16 @@ pub enum Request {
     /// write timestamp, or aborts it. Intents in `lock_spans` that lie in this range are
     /// resolved by the same command; the others are left for the coordinator (and are
     /// recorded in the transaction record).
+    ///
+    /// With `in_flight` (writes sent in parallel with this request, as (key, sequence
+    /// number)), a commit is a parallel commit: the writes that lie in this range are in
+    /// the same batch, so their fate is this command's; if others remain, the record
+    /// becomes STAGING with them instead of COMMITTED.
     EndTxn {
         key: Vec<u8>,
         commit: bool,
         lock_spans: Vec<Span>,
+        in_flight: Vec<(Vec<u8>, u32)>,
     },
     /// Creates or refreshes the record of the header's transaction, anchored at `key`.
     HeartbeatTxn {
@@ -272,6 +286,22 @@ pub enum Request {
         txn: TxnMeta,
         status: TxnStatus,
     },
+    /// Does `txn` hold an intent on `key` written at sequence `txn.seq` or later, at or
+    /// below `txn.write_ts`? Evaluated at the header timestamp (`txn.write_ts`) as a
+    /// read, so a write of it arriving later lands above that timestamp: once an intent
+    /// is found missing, it stays missing (what recovery of a STAGING record relies on).
+    QueryIntent {
+        key: Vec<u8>,
+        txn: TxnMeta,
+    },
+    /// Settles a STAGING record (anchored at `key`) found abandoned: COMMITTED if the
+    /// recoverer found every in-flight write, ABORTED if not. Refused if the record is no
+    /// longer the one examined (`txn`'s epoch and timestamp).
+    RecoverTxn {
+        key: Vec<u8>,
+        txn: TxnMeta,
+        committed: bool,
+    },
     /// Checks that nothing in `span` was written in (`from`, header timestamp] by anyone
     /// else, so the transaction's reads there still hold at the header timestamp.
     Refresh {
@@ -301,8 +331,11 @@ impl Request {
             | Request::HeartbeatTxn { .. }
             | Request::PushTxn { .. }
             | Request::ResolveIntent { .. }
-            | Request::ResolveIntentRange { .. } => true,
-            Request::QueryTxn { .. } | Request::Refresh { .. } => false,
+            | Request::ResolveIntentRange { .. }
+            | Request::RecoverTxn { .. } => true,
+            Request::QueryTxn { .. } | Request::Refresh { .. } | Request::QueryIntent { .. } => {
+                false
+            }
         }
     }
 
@@ -318,6 +351,7 @@ impl Request {
                 | Request::Increment { .. }
                 | Request::DeleteRange { .. }
                 | Request::Refresh { .. }
+                | Request::QueryIntent { .. }
         )
     }
 
@@ -354,9 +388,9 @@ impl Request {
             | Request::HeartbeatTxn { key }
             | Request::PushTxn { key, .. }
             | Request::QueryTxn { key, .. }
-            | Request::ResolveIntent { key, .. } => {
-                Span::new(key.clone(), crate::keys::next_key(key))
-            }
+            | Request::ResolveIntent { key, .. }
+            | Request::QueryIntent { key, .. }
+            | Request::RecoverTxn { key, .. } => Span::new(key.clone(), crate::keys::next_key(key)),
             Request::Scan { span, .. }
             | Request::ReverseScan { span, .. }
             | Request::DeleteRange { span }
@@ -406,6 +440,12 @@ pub enum Response {
     },
     ResolveIntent,
     ResolveIntentRange,
+    QueryIntent {
+        found: bool,
+    },
+    RecoverTxn {
+        record: TxnRecord,
+    },
     Refresh,
     AdminSplit {
         left: RangeDescriptor,

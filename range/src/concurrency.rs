@@ -105,6 +105,18 @@ impl Replica {
                 match sent {
                     Err(_) => continue,
                     Ok(Ok(resp)) => match resp.responses.into_iter().next() {
+                        Some(Response::PushTxn { pushee })
+                            if pushee.status == TxnStatus::Staging =>
+                        {
+                            // Abandoned mid-commit: find out whether it committed.
+                            match self.recover(pushee).await {
+                                Ok(record) => break record,
+                                Err(e) => {
+                                    tracing::debug!(range = %self.range_id, pushee = ?owner.id, error = %e, "recovery failed; retrying");
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                }
+                            }
+                        }
                         Some(Response::PushTxn { pushee }) => break pushee,
                         other => {
                             return Err(api::Error::InvalidRequest(format!(
@@ -196,6 +208,59 @@ impl Replica {
                     *kind = PushKind::Abort;
                 }
             }
+        }
+    }
+
+    /// Settles an abandoned STAGING record: it committed if every in-flight write is
+    /// there at or below its timestamp. Each query is a read at that timestamp, so a
+    /// write found missing cannot land there later (the timestamp cache pushes it up).
+    async fn recover(&self, record: api::TxnRecord) -> Result<api::TxnRecord, api::Error> {
+        let sender = self.cluster_sender()?;
+        let mut committed = true;
+        for (key, seq) in &record.in_flight {
+            let query = BatchRequest {
+                header: Header {
+                    range_id: RangeId(0),
+                    timestamp: record.meta.write_ts,
+                    ..Header::default()
+                },
+                requests: vec![Request::QueryIntent {
+                    key: key.clone(),
+                    txn: TxnMeta {
+                        seq: *seq,
+                        ..record.meta.clone()
+                    },
+                }],
+            };
+            match sender.send(query).await?.responses.first() {
+                Some(Response::QueryIntent { found: true }) => {}
+                Some(Response::QueryIntent { found: false }) => {
+                    committed = false;
+                    break;
+                }
+                other => {
+                    return Err(api::Error::InvalidRequest(format!(
+                        "QueryIntent answered {other:?}"
+                    )));
+                }
+            }
+        }
+        let settle = BatchRequest::new(
+            RangeId(0),
+            vec![Request::RecoverTxn {
+                key: record.meta.key.clone(),
+                txn: record.meta.clone(),
+                committed,
+            }],
+        );
+        match sender.send(settle).await?.responses.into_iter().next() {
+            Some(Response::RecoverTxn { record }) => {
+                tracing::info!(range = %self.range_id, txn = ?record.meta.id, status = ?record.status, "recovered an abandoned STAGING transaction");
+                Ok(record)
+            }
+            other => Err(api::Error::InvalidRequest(format!(
+                "RecoverTxn answered {other:?}"
+            ))),
         }
     }
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
+use cairn_kv::api::TxnStatus;
 use cairn_kv::api::{self, BatchRequest, BatchResponse, RangeDescriptor, ReplicaId};
 use cairn_kv::hlc::Clock;
 use cairn_kv::keys::{self, Span};
@@ -103,6 +104,22 @@ impl Replica {
             txn_wait: TxnWaitQueue::default(),
             lock_table: LockTable::default(),
         }
+    }
+
+    /// Starts the timestamp cache of every lease this replica gets at the moment it
+    /// gets it (rather than at its first request, which would push writes above a floor
+    /// taken later than needed).
+    pub(crate) fn watch_leases(self: &Arc<Self>) {
+        let mut watch = self.group.leadership_watch();
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while watch.next().await.is_some() {
+                let Some(replica) = me.upgrade() else {
+                    return;
+                };
+                drop(replica.lease_state());
+            }
+        });
     }
 
     /// This store's replica of `range_id`, if it holds one.
@@ -342,10 +359,12 @@ impl Replica {
         }
         for (req, resp) in batch.requests.iter().zip(&mut responses) {
             match (req, resp) {
-                (_, api::Response::EndTxn { record }) => {
+                (_, api::Response::EndTxn { record } | api::Response::RecoverTxn { record }) => {
                     self.txn_wait.record_changed(record.meta.id);
-                    // Its intents in this range were resolved by the same command.
-                    self.lock_table.release_txn(record.meta.id);
+                    if matches!(record.status, TxnStatus::Committed | TxnStatus::Aborted) {
+                        // Its intents in this range were resolved by the same command.
+                        self.lock_table.release_txn(record.meta.id);
+                    }
                 }
                 (
                     _,

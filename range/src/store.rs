@@ -266,6 +266,7 @@ impl Store {
             self.cluster.clone(),
             Arc::downgrade(&self.replicas),
         ));
+        replica.watch_leases();
         self.replicas.write().insert(range_id, replica.clone());
         tracing::debug!(node = %self.config.node_id, range = %range_id, replica = %replica_id, "replica started");
         Ok(replica)

@@ -133,7 +133,7 @@ impl DistSender {
     /// each range as one batch, all ranges at once; the answers are put back together
     /// in request order, scans in key order. Scans with a limit go range by range, in
     /// their direction, until the limit is met. An `EndTxn` goes last, once everything
-    /// else succeeded.
+    /// else succeeded, unless it is a parallel commit (it names its in-flight writes).
     async fn send_divided(
         &self,
         batch: BatchRequest,
@@ -158,7 +158,9 @@ impl DistSender {
                     limited.push(i);
                     continue;
                 }
-                Request::EndTxn { .. } => {
+                // A parallel commit goes out with the writes; any other EndTxn waits
+                // for them to succeed.
+                Request::EndTxn { in_flight, .. } if in_flight.is_empty() => {
                     end_txn = Some(i);
                     continue;
                 }

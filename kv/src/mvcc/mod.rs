@@ -67,7 +67,7 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
-pub use read::{ReadOptions, ScanResult, check_refresh, get, scan};
+pub use read::{ReadOptions, ScanResult, check_refresh, get, get_intent, scan};
 pub use write::{
     GcStats, ReadWriter, ResolveStatus, conditional_put, delete, delete_inline, delete_range, gc,
     gc_range, put, put_inline, resolve_intent, resolve_intent_range,

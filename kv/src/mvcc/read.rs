@@ -296,3 +296,15 @@ pub fn check_refresh(
     }
     Ok(())
 }
+
+/// The intent on `key`, if there is one (whoever owns it).
+pub fn get_intent(reader: &dyn Reader, key: &[u8]) -> Result<Option<super::value::IntentRecord>> {
+    let raw = meta_key(key);
+    match reader.get(Space::Data, &raw)? {
+        Some(stored) => match decode_meta(key, &raw, &stored)? {
+            Meta::Intent(rec) => Ok(Some(rec)),
+            Meta::Inline(_) => Ok(None),
+        },
+        None => Ok(None),
+    }
+}

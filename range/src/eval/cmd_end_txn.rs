@@ -5,6 +5,11 @@
 //! one Raft command and leaves no intent behind: the one-phase commit); the spans
 //! elsewhere are kept in the record for the coordinator, which resolves them after.
 //!
+//! A parallel commit (the request carries the writes sent alongside it) whose writes
+//! are not all in this range makes the record STAGING instead: the transaction is then
+//! committed exactly when all those writes are durable at or below its timestamp, and
+//! the coordinator (or, if it died, whoever recovers the record) makes that explicit.
+//!
 //! A commit fails if the record was aborted (a conflicting transaction pushed it out),
 //! or if the transaction would commit above the timestamp it read at (pushed by a
 //! reader, or writing above a read or a newer version): the coordinator must then
@@ -24,6 +29,7 @@ pub fn eval(
     anchor: &[u8],
     commit: bool,
     lock_spans: &[Span],
+    in_flight: &[(Vec<u8>, u32)],
 ) -> cairn_kv::Result<Response> {
     let txn = ctx
         .txn
@@ -61,6 +67,25 @@ pub fn eval(
         }
         _ => {}
     }
+    // A parallel commit: the in-flight writes in this range are in this batch, so they
+    // stand or fall with this command. If none are elsewhere, this is an ordinary
+    // commit; otherwise the record is STAGING until they are known to be written.
+    let remote: Vec<(Vec<u8>, u32)> = in_flight
+        .iter()
+        .filter(|(k, _)| !ctx.range.contains(k))
+        .cloned()
+        .collect();
+    if commit && !remote.is_empty() {
+        let record = TxnRecord {
+            meta: txn.clone(),
+            status: TxnStatus::Staging,
+            last_heartbeat: existing.map_or(ctx.now, |r| r.last_heartbeat),
+            lock_spans: lock_spans.to_vec(),
+            in_flight: remote,
+        };
+        txn_record::write(batch, &record)?;
+        return Ok(Response::EndTxn { record });
+    }
     let (status, resolve) = if commit {
         (TxnStatus::Committed, ResolveStatus::Committed)
     } else {
@@ -79,13 +104,14 @@ pub fn eval(
         status,
         last_heartbeat: existing.map_or(ctx.now, |r| r.last_heartbeat),
         lock_spans: elsewhere,
+        in_flight: Vec::new(),
     };
     txn_record::write(batch, &record)?;
     Ok(Response::EndTxn { record })
 }
 
 /// The part of `span` inside `range`, and the parts outside it.
-fn split_span(span: &Span, range: &Span) -> (Option<Span>, Vec<Span>) {
+pub(super) fn split_span(span: &Span, range: &Span) -> (Option<Span>, Vec<Span>) {
     let start = span.start.clone().max(range.start.clone());
     let end = span.end.clone().min(range.end.clone());
     let local = (start < end).then(|| Span::new(start, end));

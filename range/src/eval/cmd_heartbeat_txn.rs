@@ -34,6 +34,7 @@ pub fn eval(
             status: TxnStatus::Pending,
             last_heartbeat: ctx.now,
             lock_spans: Vec::new(),
+            in_flight: Vec::new(),
         },
     };
     txn_record::write(batch, &record)?;

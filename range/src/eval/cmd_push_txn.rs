@@ -8,6 +8,10 @@
 //! - the pusher has the higher priority, or `force` is set (a deadlock is being broken):
 //!   the pushee is aborted (`Abort`) or its timestamp moves above `push_to`.
 //!
+//! A STAGING pushee is never aborted or moved (it may already be committed): the push
+//! fails while it is alive, and once it is abandoned the push returns it as it is, for
+//! the pusher to recover.
+//!
 //! Otherwise it fails with `TxnPushFailed`, and the pusher waits (see
 //! `crate::txn_wait`). A pushee with no record yet counts as alive from its start.
 
@@ -39,10 +43,21 @@ pub fn eval(
             status: TxnStatus::Pending,
             last_heartbeat: pushee.min_ts,
             lock_spans: Vec::new(),
+            in_flight: Vec::new(),
         },
     };
-    if record.status != TxnStatus::Pending {
-        return Ok(Response::PushTxn { pushee: record });
+    match record.status {
+        TxnStatus::Committed | TxnStatus::Aborted => {
+            return Ok(Response::PushTxn { pushee: record });
+        }
+        // A STAGING transaction may already be committed: no push may abort it or move
+        // it. If it is abandoned, the pusher must recover it (find out whether its
+        // in-flight writes are all there); until then, it waits like for a live one.
+        TxnStatus::Staging if record.is_expired(ctx.now) => {
+            return Ok(Response::PushTxn { pushee: record });
+        }
+        TxnStatus::Staging => return Err(Error::TxnPushFailed { pushee: pushee.id }),
+        TxnStatus::Pending => {}
     }
     if kind == PushKind::Timestamp && record.meta.write_ts > push_to {
         return Ok(Response::PushTxn { pushee: record });

@@ -21,7 +21,9 @@ pub fn eval(
 /// How an intent is resolved for a transaction in `status`.
 pub fn resolve_status(status: TxnStatus) -> ResolveStatus {
     match status {
-        TxnStatus::Pending => ResolveStatus::Pending,
+        // A STAGING transaction is not decided: its intents stay intents (at most they
+        // move up to its timestamp, where they still count for it).
+        TxnStatus::Pending | TxnStatus::Staging => ResolveStatus::Pending,
         TxnStatus::Committed => ResolveStatus::Committed,
         TxnStatus::Aborted => ResolveStatus::Aborted,
     }

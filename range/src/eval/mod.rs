@@ -16,7 +16,9 @@ mod cmd_increment;
 mod cmd_push_txn;
 mod cmd_put;
 mod cmd_put_inline;
+mod cmd_query_intent;
 mod cmd_query_txn;
+mod cmd_recover_txn;
 mod cmd_refresh;
 mod cmd_resolve_intent;
 mod cmd_resolve_intent_range;
@@ -82,7 +84,14 @@ pub fn evaluate(
             key,
             commit,
             lock_spans,
-        } => cmd_end_txn::eval(batch, ctx, key, *commit, lock_spans),
+            in_flight,
+        } => cmd_end_txn::eval(batch, ctx, key, *commit, lock_spans, in_flight),
+        Request::QueryIntent { key, txn } => cmd_query_intent::eval(batch, ctx, key, txn),
+        Request::RecoverTxn {
+            key,
+            txn,
+            committed,
+        } => cmd_recover_txn::eval(batch, ctx, key, txn, *committed),
         Request::HeartbeatTxn { key } => cmd_heartbeat_txn::eval(batch, ctx, key),
         Request::PushTxn {
             key,

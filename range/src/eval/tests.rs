@@ -68,8 +68,13 @@ impl Runner {
                 )
             })
             .collect();
+        let in_flight: Vec<String> = r
+            .in_flight
+            .iter()
+            .map(|(k, q)| format!("{}:{q}", String::from_utf8_lossy(k)))
+            .collect();
         format!(
-            "{} {:?} write_ts={} epoch={} heartbeat={}{}",
+            "{} {:?} write_ts={} epoch={} heartbeat={}{}{}",
             self.name(r.meta.id),
             r.status,
             fmt_ts(r.meta.write_ts),
@@ -79,6 +84,11 @@ impl Runner {
                 String::new()
             } else {
                 format!(" lock_spans=[{}]", spans.join(","))
+            },
+            if in_flight.is_empty() {
+                String::new()
+            } else {
+                format!(" in_flight=[{}]", in_flight.join(","))
             }
         )
     }
@@ -302,12 +312,24 @@ impl goldenscript::Runner for Runner {
                     })
                     .unwrap_or_default();
                 let read = args.take_key("read").map(parse_ts).transpose()?;
+                // inflight="k:seq,...": a parallel commit's writes.
+                let in_flight = args
+                    .take_key("inflight")
+                    .map(|s| {
+                        s.split(',')
+                            .filter_map(|p| p.split_once(':'))
+                            .map(|(k, q)| Ok((k.as_bytes().to_vec(), q.parse::<u32>()?)))
+                            .collect::<Result<Vec<_>, Box<dyn StdError>>>()
+                    })
+                    .transpose()?
+                    .unwrap_or_default();
                 args.reject_next()?;
                 self.eval(
                     Request::EndTxn {
                         key: txn.key.clone(),
                         commit,
                         lock_spans: spans,
+                        in_flight,
                     },
                     read.unwrap_or(txn.write_ts),
                     Some(&txn),
@@ -341,6 +363,48 @@ impl goldenscript::Runner for Runner {
                     now,
                 )
                 .map(|_| String::new())
+            }
+            // query_intent k=K txn=NAME seq=S: is the write at sequence S there, at or
+            // below the transaction's timestamp?
+            "query_intent" => {
+                let key = args.take_key("k").ok_or("k= missing")?.as_bytes().to_vec();
+                let txn = self.txn(args.take_key("txn").ok_or("txn= missing")?)?;
+                let seq = args.take_key("seq").ok_or("seq= missing")?.parse()?;
+                args.reject_next()?;
+                let query = TxnMeta { seq, ..txn.clone() };
+                self.eval(
+                    Request::QueryIntent { key, txn: query },
+                    txn.write_ts,
+                    None,
+                    now,
+                )
+                .map(|r| match r {
+                    Response::QueryIntent { found } => format!("found: {found}"),
+                    other => format!("{other:?}"),
+                })
+            }
+            // recover txn=NAME committed=true|false now=T: settle a STAGING record.
+            "recover" => {
+                let txn = self.txn(args.take_key("txn").ok_or("txn= missing")?)?;
+                let committed = args
+                    .take_key("committed")
+                    .ok_or("committed= missing")?
+                    .parse()?;
+                args.reject_next()?;
+                self.eval(
+                    Request::RecoverTxn {
+                        key: txn.key.clone(),
+                        txn: txn.clone(),
+                        committed,
+                    },
+                    now,
+                    None,
+                    now,
+                )
+                .map(|r| match r {
+                    Response::RecoverTxn { record } => self.fmt_record(&record),
+                    other => format!("{other:?}"),
+                })
             }
             // record txn=NAME: the stored record.
             "record" => {

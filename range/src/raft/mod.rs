@@ -257,6 +257,32 @@ struct Staging {
     kvs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// See [`RaftGroup::leadership_watch`].
+pub struct LeadershipWatch {
+    rx: openraft::type_config::alias::WatchReceiverOf<
+        TypeConfig,
+        openraft::RaftMetrics<TypeConfig>,
+    >,
+    term: u64,
+}
+
+impl LeadershipWatch {
+    /// Waits until this replica leads in a term it did not lead in before; returns the
+    /// term, or `None` once the group has stopped.
+    pub async fn next(&mut self) -> Option<u64> {
+        loop {
+            {
+                let m = self.rx.borrow_watched();
+                if m.state == ServerState::Leader && m.current_term != self.term {
+                    self.term = m.current_term;
+                    return Some(self.term);
+                }
+            }
+            self.rx.changed().await.ok()?;
+        }
+    }
+}
+
 /// One replica's Raft group.
 pub struct RaftGroup {
     raft: Raft<TypeConfig, StateMachine>,
@@ -365,6 +391,15 @@ impl RaftGroup {
         match self.status().stopped {
             Some(why) => GroupError::Stopped(why),
             None => GroupError::Stopped(reason),
+        }
+    }
+
+    /// A watch of the group's leadership: yields each time this replica becomes leader
+    /// (in a new term).
+    pub fn leadership_watch(&self) -> LeadershipWatch {
+        LeadershipWatch {
+            rx: self.raft.metrics(),
+            term: 0,
         }
     }
 

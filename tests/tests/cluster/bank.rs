@@ -320,6 +320,7 @@ async fn crashed_coordinator_blocks_nobody_for_long() {
                 ),
                 cairn_kv::keys::Span::new(b"y-key".to_vec(), cairn_kv::keys::next_key(b"y-key")),
             ],
+            in_flight: Vec::new(),
         }],
     };
     let resp = dist.send(end).await.expect("commit");

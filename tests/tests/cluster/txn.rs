@@ -436,3 +436,150 @@ async fn hermitage_anomalies_are_prevented() {
     }
     run!(g0, g1a, g1b, g1c, otv, pmp, p4, g_single, g2_item, g2);
 }
+
+/// Sends `requests` as transaction `txn` (reading and writing at its timestamp)
+/// through node `via`, bypassing the coordinator.
+async fn send_as(
+    c: &Cluster,
+    via: usize,
+    txn: &cairn_kv::mvcc::TxnMeta,
+    requests: Vec<cairn_kv::api::Request>,
+) -> cairn_kv::api::BatchResponse {
+    let batch = cairn_kv::api::BatchRequest {
+        header: cairn_kv::api::Header {
+            timestamp: txn.write_ts,
+            txn: Some(txn.clone()),
+            ..Default::default()
+        },
+        requests,
+    };
+    c.node(via)
+        .dist_sender()
+        .unwrap()
+        .send(batch)
+        .await
+        .expect("sent")
+}
+
+fn span_of(k: &[u8]) -> cairn_kv::keys::Span {
+    cairn_kv::keys::Span::new(k.to_vec(), cairn_kv::keys::next_key(k))
+}
+
+/// A coordinator that dies after staging its commit (the record STAGING, its writes in
+/// flight) leaves a transaction whose fate is decided by its writes: recovered as
+/// aborted if one is missing (and that write, arriving late, can no longer land under
+/// the staged timestamp), as committed if all are there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abandoned_staging_transactions_are_recovered() {
+    use cairn_kv::api::{Request, Response, TxnStatus};
+    let c = split_cluster().await;
+    let db = db(&c, 1);
+    let staged = |name: &str, seq_base: u32| {
+        let now = c.node(1).clock().now();
+        cairn_kv::mvcc::TxnMeta {
+            id: cairn_kv::TxnId::random(),
+            key: format!("c/{name}").into_bytes(),
+            epoch: 0,
+            write_ts: now,
+            min_ts: now,
+            priority: 1,
+            seq: seq_base,
+            ignored: Vec::new(),
+        }
+    };
+    let put = |k: &[u8], v: &[u8]| Request::Put {
+        key: k.to_vec(),
+        value: v.to_vec(),
+    };
+
+    // A: the write on the other range never arrives.
+    let a = staged("pc-a", 1);
+    let (a1, a2) = (b"c/pc-a".to_vec(), b"t/pc-a".to_vec());
+    send_as(&c, 1, &a, vec![put(&a1, b"a")]).await;
+    let end = send_as(
+        &c,
+        1,
+        &cairn_kv::mvcc::TxnMeta {
+            seq: 3,
+            ..a.clone()
+        },
+        vec![Request::EndTxn {
+            key: a.key.clone(),
+            commit: true,
+            lock_spans: vec![span_of(&a1), span_of(&a2)],
+            in_flight: vec![(a1.clone(), 1), (a2.clone(), 2)],
+        }],
+    )
+    .await;
+    assert!(
+        matches!(&end.responses[0], Response::EndTxn { record } if record.status == TxnStatus::Staging),
+        "{:?}",
+        end.responses
+    );
+    // A writer meets the intent, waits while the record is fresh, then recovers it.
+    let started = std::time::Instant::now();
+    let a1c = a1.clone();
+    db.run(|t| {
+        let k = a1c.clone();
+        Box::pin(async move { t.put(&k, b"after-a").await })
+    })
+    .await
+    .expect("writer after recovery");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(read(&db, &a1).await.as_deref(), Some("after-a"));
+    // The late write lands above the staged timestamp: it cannot revive the commit.
+    let late = send_as(
+        &c,
+        2,
+        &cairn_kv::mvcc::TxnMeta {
+            seq: 2,
+            ..a.clone()
+        },
+        vec![put(&a2, b"a")],
+    )
+    .await;
+    assert!(
+        late.txn.as_ref().is_some_and(|t| t.write_ts > a.write_ts),
+        "the late write was not pushed above the staged timestamp"
+    );
+    assert_eq!(read(&db, &a2).await, None, "an aborted write is visible");
+
+    // B: every write arrived, but the coordinator died before saying so.
+    let b = staged("pc-b", 1);
+    let (b1, b2) = (b"c/pc-b".to_vec(), b"t/pc-b".to_vec());
+    for (seq, key) in [(1, &b1), (2, &b2)] {
+        let w = send_as(
+            &c,
+            1,
+            &cairn_kv::mvcc::TxnMeta { seq, ..b.clone() },
+            vec![put(key, b"b")],
+        )
+        .await;
+        assert_eq!(
+            w.txn.map(|t| t.write_ts),
+            Some(b.write_ts),
+            "the scenario needs the writes at the staged timestamp"
+        );
+    }
+    send_as(
+        &c,
+        1,
+        &cairn_kv::mvcc::TxnMeta {
+            seq: 3,
+            ..b.clone()
+        },
+        vec![Request::EndTxn {
+            key: b.key.clone(),
+            commit: true,
+            lock_spans: vec![span_of(&b1), span_of(&b2)],
+            in_flight: vec![(b2.clone(), 2)],
+        }],
+    )
+    .await;
+    assert_eq!(
+        read(&db, &b2).await.as_deref(),
+        Some("b"),
+        "a committed write is lost"
+    );
+    assert_eq!(read(&db, &b1).await.as_deref(), Some("b"));
+}

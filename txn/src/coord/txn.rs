@@ -464,36 +464,46 @@ impl Txn {
                     return Err(e);
                 }
             }
+            // Parallel commit: the EndTxn goes out with the last writes, naming them;
+            // request i of the batch has sequence number seq + i.
+            let in_flight: Vec<(Vec<u8>, u32)> = pending
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.writes_data())
+                .map(|(i, r)| (r.span().start, seq + u32::try_from(i).unwrap_or(u32::MAX)))
+                .collect();
             let mut all = pending.clone();
             all.push(Request::EndTxn {
                 key: self.meta.key.clone(),
                 commit: true,
                 lock_spans: merge_spans(&self.lock_spans),
+                in_flight,
             });
-            let mut batch = self.batch(all, seq);
-            batch.header.timestamp = self.read_ts;
+            let batch = self.batch(all, seq);
             match self.dist.send(batch).await {
                 Ok(resp) => {
+                    let pushed_to = resp.txn.as_ref().map(|t| t.write_ts);
                     let mut responses = resp.responses;
                     let Some(Response::EndTxn { record }) = responses.pop() else {
                         return Err(TxnError::Kv(api::Error::InvalidRequest(
                             "EndTxn got no record".into(),
                         )));
                     };
+                    if record.status == TxnStatus::Staging
+                        && pushed_to.is_some_and(|ts| ts > record.meta.write_ts)
+                    {
+                        // A write landed above the staged timestamp: not committed. The
+                        // writes are done; commit them explicitly at their timestamp.
+                        self.meta.write_ts = self.meta.write_ts.max(pushed_to.unwrap_or_default());
+                        pending.clear();
+                        continue;
+                    }
+                    // Committed: explicitly (COMMITTED), or implicitly (STAGING, every
+                    // in-flight write at or below the staged timestamp).
                     self.state = State::Committed;
                     self.heartbeater.stop();
-                    self.resolve_async(
-                        record.lock_spans,
-                        record.meta.clone(),
-                        TxnStatus::Committed,
-                    );
-                    // Acknowledge only once the clock has passed the commit timestamp,
-                    // so a transaction that starts after the acknowledgement reads
-                    // above it.
-                    let wait = self.clock.time_until(record.meta.write_ts);
-                    if !wait.is_zero() {
-                        tokio::time::sleep(wait.min(self.clock.max_offset())).await;
-                    }
+                    self.finish_async(record);
+                    self.commit_wait().await;
                     responses.truncate(n);
                     return Ok(responses);
                 }
@@ -549,6 +559,7 @@ impl Txn {
                 key: self.meta.key.clone(),
                 commit: false,
                 lock_spans: merge_spans(&self.lock_spans),
+                in_flight: Vec::new(),
             }],
             self.meta.seq,
         );
@@ -589,25 +600,78 @@ impl Txn {
             .start(&self.dist, &self.meta, self.clock.now());
     }
 
+    /// Acknowledges a commit only once the clock has passed its timestamp, so a
+    /// transaction that starts after the acknowledgement reads above it.
+    async fn commit_wait(&self) {
+        let wait = self.clock.time_until(self.meta.write_ts);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait.min(self.clock.max_offset())).await;
+        }
+    }
+
+    /// After a commit: makes a STAGING record COMMITTED, then resolves the intents on
+    /// other ranges, in the background.
+    fn finish_async(&self, record: api::TxnRecord) {
+        if record.status != TxnStatus::Staging {
+            self.resolve_async(record.lock_spans, record.meta, TxnStatus::Committed);
+            return;
+        }
+        let dist = self.dist.clone();
+        let batch = BatchRequest {
+            header: Header {
+                range_id: RangeId(0),
+                timestamp: record.meta.write_ts,
+                txn: Some(record.meta.clone()),
+                ..Header::default()
+            },
+            requests: vec![Request::EndTxn {
+                key: record.meta.key.clone(),
+                commit: true,
+                lock_spans: record.lock_spans.clone(),
+                in_flight: Vec::new(),
+            }],
+        };
+        tokio::spawn(async move {
+            match dist.send(batch).await {
+                Ok(resp) => {
+                    if let Some(Response::EndTxn { record }) = resp.responses.into_iter().next() {
+                        resolve(&dist, record.lock_spans, record.meta, TxnStatus::Committed).await;
+                    }
+                }
+                // Someone who met an intent may have recovered it first; either way the
+                // record ends COMMITTED and the intents are resolved when met.
+                Err(e) => {
+                    tracing::debug!(txn = ?record.meta.id, error = %e, "explicit commit failed")
+                }
+            }
+        });
+    }
+
     /// Resolves the intents in `spans` in the background.
     fn resolve_async(&self, spans: Vec<Span>, meta: TxnMeta, status: TxnStatus) {
         if spans.is_empty() {
             return;
         }
         let dist = self.dist.clone();
-        tokio::spawn(async move {
-            let requests = spans
-                .into_iter()
-                .map(|span| Request::ResolveIntentRange {
-                    span,
-                    txn: meta.clone(),
-                    status,
-                })
-                .collect();
-            if let Err(e) = dist.send(BatchRequest::new(RangeId(0), requests)).await {
-                tracing::debug!(txn = ?meta.id, error = %e, "resolving intents failed; readers will resolve them");
-            }
-        });
+        tokio::spawn(async move { resolve(&dist, spans, meta, status).await });
+    }
+}
+
+/// Resolves `meta`'s intents in `spans`.
+async fn resolve(dist: &DistSender, spans: Vec<Span>, meta: TxnMeta, status: TxnStatus) {
+    if spans.is_empty() {
+        return;
+    }
+    let requests = spans
+        .into_iter()
+        .map(|span| Request::ResolveIntentRange {
+            span,
+            txn: meta.clone(),
+            status,
+        })
+        .collect();
+    if let Err(e) = dist.send(BatchRequest::new(RangeId(0), requests)).await {
+        tracing::debug!(txn = ?meta.id, error = %e, "resolving intents failed; readers will resolve them");
     }
 }
 
