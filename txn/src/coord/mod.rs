@@ -15,9 +15,10 @@
 //!     │                  must move (an uncertain value, a push, a newer version), checks
 //!     │                  that those reads still hold at the new timestamp, instead of
 //!     │                  restarting
-//!     ▼ 5. committer     EndTxn: one command when everything is in the anchor's range,
-//!     │                  else the record's COMMITTED is the commit point and the other
-//!     │                  ranges' intents are resolved afterwards, off the commit path
+//!     ▼ 5. committer     EndTxn with the last writes: one command when everything is in
+//!     │                  the anchor's range; otherwise a parallel commit (STAGING, see
+//!     │                  below); the other ranges' intents are resolved afterwards, off
+//!     │                  the commit path
 //!     ▼
 //!   DistSender
 //! ```
@@ -27,6 +28,23 @@
 //! the send) while read spans are recorded only after a read succeeds (4 after it); and
 //! the refresher sits below the others so that the batch it re-sends after a refresh
 //! keeps its sequence numbers (a re-sent write is then a replay, not a second write).
+//!
+//! # STAGING
+//!
+//! A parallel commit sends the EndTxn together with the transaction's last writes,
+//! naming them (the in-flight writes). Its record becomes STAGING at the commit
+//! timestamp `T`, and the transaction is committed at the moment the last in-flight
+//! write is durable at or below `T`: nobody has to write COMMITTED for that to be true,
+//! so the commit takes one consensus round. The coordinator sees it from the answers and
+//! acknowledges; then it makes it explicit (COMMITTED) in the background. If a write
+//! landed above `T` (pushed), the transaction is not committed; the coordinator
+//! refreshes and commits explicitly at the higher timestamp.
+//!
+//! HAZARD: recovery of an abandoned STAGING record relies on a QueryIntent that finds a
+//! write missing leaving a read at `T` in the timestamp cache of that key's
+//! leaseholder, so the write cannot land at or below `T` afterwards. A lease change
+//! keeps that true only because a new lease's timestamp cache starts above the clock
+//! plus the maximum offset (above `T`).
 //!
 //! Errors the coordinator cannot hide are [`TxnError`]s: a retryable one (SQLSTATE
 //! 40001) means the whole transaction must run again; an ambiguous commit (40003)
