@@ -465,29 +465,40 @@ impl DistSender {
         key: &[u8],
         deadline: tokio::time::Instant,
     ) -> Result<CachedRange, api::Error> {
-        if let Some(r) = self.cache.lookup(key) {
-            return Ok(r);
-        }
-        let desc = self.meta_lookup(key, false, deadline).await?;
-        self.cache.insert(desc, None);
-        self.cache.lookup(key).ok_or_else(|| {
-            api::Error::InvalidRequest(format!("no range holds {}", keys::pretty(key)))
-        })
+        self.lookup_in(key, false, deadline).await
     }
 
-    /// The range holding the keys just below `end`: from the cache, or the meta range.
+    /// The range holding the keys just below `end` (for scans in reverse).
     async fn lookup_before(
         &self,
         end: &[u8],
         deadline: tokio::time::Instant,
     ) -> Result<CachedRange, api::Error> {
-        if let Some(r) = self.cache.lookup_before(end) {
+        self.lookup_in(end, true, deadline).await
+    }
+
+    /// The range holding `key` (with `before`: the keys just below it), from the cache
+    /// or, on a miss, from the meta range.
+    async fn lookup_in(
+        &self,
+        key: &[u8],
+        before: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<CachedRange, api::Error> {
+        let cached = |k: &[u8]| {
+            if before {
+                self.cache.lookup_before(k)
+            } else {
+                self.cache.lookup(k)
+            }
+        };
+        if let Some(r) = cached(key) {
             return Ok(r);
         }
-        let desc = self.meta_lookup(end, true, deadline).await?;
+        let desc = self.meta_lookup(key, before, deadline).await?;
         self.cache.insert(desc, None);
-        self.cache.lookup_before(end).ok_or_else(|| {
-            api::Error::InvalidRequest(format!("no range ends at or after {}", keys::pretty(end)))
+        cached(key).ok_or_else(|| {
+            api::Error::InvalidRequest(format!("no range holds {}", keys::pretty(key)))
         })
     }
 

@@ -282,30 +282,41 @@ impl Txn {
     /// Sends requests in the transaction, through the interceptors (see the module doc
     /// of [`crate::coord`]).
     pub async fn send(&mut self, requests: Vec<Request>) -> Result<Vec<Response>, TxnError> {
-        self.check_open()?;
-        if self.heartbeater.aborted() {
-            self.aborted_remotely = true;
-            return Err(aborted(self.meta.id));
-        }
-        // 1. Heartbeater: the first write anchors the record.
-        if self.meta.key.is_empty()
-            && let Some(w) = requests.iter().find(|r| r.writes_data())
-        {
-            self.meta.key = w.span().start;
-        }
-        // 2. Sequencer.
-        let seq = self.meta.seq + 1;
-        self.meta.seq += u32::try_from(requests.len()).unwrap_or(u32::MAX);
-        // 3. Write tracker.
-        for w in requests.iter().filter(|r| r.writes_data()) {
-            self.lock_spans.push(w.span());
-        }
+        self.check_live()?;
+        let seq = self.prepare(&requests);
         self.heartbeater
             .start(&self.dist, &self.meta, self.clock.now());
         // 4. Refresher, around the send.
         let responses = self.send_refreshing(&requests, seq).await?;
         self.refresher.record(&requests);
         Ok(responses)
+    }
+
+    /// Interceptors 1 to 3 for an outgoing batch: the first write anchors the record
+    /// (heartbeater), the requests are numbered (sequencer; returns the first number),
+    /// and the spans written are recorded before anything is sent (write tracker).
+    fn prepare(&mut self, requests: &[Request]) -> u32 {
+        if self.meta.key.is_empty()
+            && let Some(w) = requests.iter().find(|r| r.writes_data())
+        {
+            self.meta.key = w.span().start;
+        }
+        let seq = self.meta.seq + 1;
+        self.meta.seq += u32::try_from(requests.len()).unwrap_or(u32::MAX);
+        for w in requests.iter().filter(|r| r.writes_data()) {
+            self.lock_spans.push(w.span());
+        }
+        seq
+    }
+
+    /// Fails if the transaction is finished, or a heartbeat found it aborted.
+    fn check_live(&mut self) -> Result<(), TxnError> {
+        self.check_open()?;
+        if self.heartbeater.aborted() {
+            self.aborted_remotely = true;
+            return Err(aborted(self.meta.id));
+        }
+        Ok(())
     }
 
     /// Sends a batch; when the transaction's timestamp must move to serve it, refreshes
@@ -429,11 +440,7 @@ impl Txn {
     /// Sends `requests` and commits in the same batch: when they and every earlier write
     /// lie in one range, that is a single Raft command (one-phase commit).
     pub async fn commit_with(&mut self, requests: Vec<Request>) -> Result<Vec<Response>, TxnError> {
-        self.check_open()?;
-        if self.heartbeater.aborted() {
-            self.aborted_remotely = true;
-            return Err(aborted(self.meta.id));
-        }
+        self.check_live()?;
         if self.meta.key.is_empty() && !requests.iter().any(Request::writes_data) {
             // Read-only: nothing to commit beyond the reads themselves.
             let responses = if requests.is_empty() {
@@ -444,16 +451,7 @@ impl Txn {
             self.state = State::Committed;
             return Ok(responses);
         }
-        if self.meta.key.is_empty()
-            && let Some(w) = requests.iter().find(|r| r.writes_data())
-        {
-            self.meta.key = w.span().start;
-        }
-        let seq = self.meta.seq + 1;
-        self.meta.seq += u32::try_from(requests.len()).unwrap_or(u32::MAX);
-        for w in requests.iter().filter(|r| r.writes_data()) {
-            self.lock_spans.push(w.span());
-        }
+        let seq = self.prepare(&requests);
         let n = requests.len();
         let mut pending = requests;
         loop {
