@@ -271,7 +271,7 @@ impl DistSender {
         while !todo.is_empty() {
             // The range holding the next key in the scan's direction.
             let range = if reverse {
-                self.lookup_before(&todo.end, deadline).await?
+                self.lookup_in(&todo.end, true, deadline).await?
             } else {
                 self.lookup(&todo.start, deadline).await?
             };
@@ -466,15 +466,6 @@ impl DistSender {
         deadline: tokio::time::Instant,
     ) -> Result<CachedRange, api::Error> {
         self.lookup_in(key, false, deadline).await
-    }
-
-    /// The range holding the keys just below `end` (for scans in reverse).
-    async fn lookup_before(
-        &self,
-        end: &[u8],
-        deadline: tokio::time::Instant,
-    ) -> Result<CachedRange, api::Error> {
-        self.lookup_in(end, true, deadline).await
     }
 
     /// The range holding `key` (with `before`: the keys just below it), from the cache
