@@ -197,7 +197,7 @@ pub enum Datum {
 }
 
 /// The sort direction of one key column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Direction {
     /// Ascending: the encoding as described in the module docs.
     Asc,

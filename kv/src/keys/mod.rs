@@ -387,6 +387,19 @@ pub fn namespace_key(parent_id: u64, name: &str) -> Vec<u8> {
     key
 }
 
+/// The prefix of every namespace entry under one parent: a scan of it lists the
+/// parent's children by name.
+pub fn namespace_prefix(parent_id: u64) -> Vec<u8> {
+    system_key_with_ids(SYSTEM_NAMESPACE_TAG, &[parent_id])
+}
+
+/// The span of every descriptor.
+pub fn descriptor_span() -> (Vec<u8>, Vec<u8>) {
+    let prefix = system_key(SYSTEM_DESCRIPTOR_TAG);
+    let end = prefix_end(&prefix);
+    (prefix, end)
+}
+
 /// The key of a named id generator (for example of range ids or descriptor ids):
 /// `/System/IDGen/<name>`, the name escaped.
 pub fn id_generator_key(name: &str) -> Vec<u8> {

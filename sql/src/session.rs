@@ -1,0 +1,938 @@
+//! A SQL session: one client connection's state, and the statement loop that runs
+//! each statement in a transaction.
+//!
+//! ```text
+//!                BEGIN                         error
+//!   Idle ───────────────────▶ Open ───────────────────────▶ Failed
+//!    ▲  ◀──────────────────── │  ◀── ROLLBACK TO SAVEPOINT ── │
+//!    │      COMMIT/ROLLBACK   │                               │
+//!    └────────────────────────┴───────── ROLLBACK/COMMIT ◀────┘
+//! ```
+//!
+//! - Idle: each statement runs in its own implicit transaction, which the session
+//!   commits, and restarts (up to [`MAX_IMPLICIT_RETRIES`] times) when it fails
+//!   with a serialization failure: clients never see a 40001 from one statement.
+//! - Open: statements run in the explicit transaction; an error moves to Failed.
+//! - Failed: Postgres' "current transaction is aborted" state, where only ROLLBACK
+//!   (or ROLLBACK TO a savepoint) is accepted; COMMIT rolls back.
+//!
+//! The session reads the catalog in each statement's transaction; see
+//! [`crate::catalog`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use cairn_txn::{Db, Txn};
+use sqlparser::ast;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::catalog;
+use crate::ddl;
+use crate::error::{Error, Result, SqlState, syntax, unsupported};
+use crate::exec::Executor;
+use crate::expr::{Expr, Row, SessionInfo};
+use crate::opt;
+use crate::plan::{Column, Planned, Planner, TableRef, table_key};
+use crate::types::{DataType, Value, ts_from_naive};
+use crate::vtable::VirtualTable;
+
+/// How many times an implicit transaction restarts after a serialization failure.
+pub const MAX_IMPLICIT_RETRIES: u32 = 50;
+
+/// The node-wide state sessions share.
+pub struct SqlServer {
+    pub db: Db,
+    pub node_id: u64,
+    next_pid: AtomicI32,
+}
+
+impl SqlServer {
+    pub fn new(db: Db, node_id: u64) -> Arc<SqlServer> {
+        Arc::new(SqlServer {
+            db,
+            node_id,
+            next_pid: AtomicI32::new(1),
+        })
+    }
+
+    /// Creates the default databases if the cluster lacks them.
+    pub async fn bootstrap(&self) -> Result<()> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut txn = self.db.begin();
+            let r = match catalog::bootstrap(&mut txn).await {
+                Ok(()) => txn.commit().await.map_err(Error::from),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() && attempts < MAX_IMPLICIT_RETRIES => {
+                    txn.rollback().await;
+                }
+                Err(e) => {
+                    txn.rollback().await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    pub fn session(self: &Arc<Self>, user: &str, database: &str) -> Session {
+        let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
+        Session {
+            server: self.clone(),
+            user: user.to_string(),
+            database: database.to_string(),
+            state: State::Idle,
+            savepoints: Vec::new(),
+            settings: default_settings(database),
+            backend_pid: pid,
+        }
+    }
+}
+
+/// The transaction status a client sees in ReadyForQuery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnStatus {
+    /// `I`: no transaction.
+    Idle,
+    /// `T`: in a transaction.
+    InTransaction,
+    /// `E`: in a failed transaction.
+    Failed,
+}
+
+enum State {
+    Idle,
+    Open(Box<Txn>),
+    Failed(Box<Txn>),
+}
+
+/// The result of one statement.
+#[derive(Debug)]
+pub enum ExecResult {
+    /// Rows, with the command tag (`SELECT 3`, `INSERT 0 2` with RETURNING, ...).
+    Rows {
+        columns: Vec<Column>,
+        rows: Vec<Row>,
+        tag: String,
+    },
+    /// A command without rows, by its tag.
+    Command { tag: String },
+    /// An empty statement.
+    Empty,
+}
+
+/// A parsed statement with its parameter and result types (the extended protocol's
+/// prepared statement).
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub sql: String,
+    pub stmt: Option<ast::Statement>,
+    pub params: Vec<DataType>,
+    pub columns: Vec<Column>,
+}
+
+/// One client's session.
+pub struct Session {
+    server: Arc<SqlServer>,
+    user: String,
+    database: String,
+    state: State,
+    savepoints: Vec<(String, cairn_txn::coord::Savepoint)>,
+    settings: Vec<(String, String)>,
+    backend_pid: i32,
+}
+
+fn default_settings(database: &str) -> Vec<(String, String)> {
+    [
+        ("application_name", ""),
+        ("client_encoding", "UTF8"),
+        ("datestyle", "ISO, MDY"),
+        ("default_transaction_isolation", "serializable"),
+        ("transaction_isolation", "serializable"),
+        ("extra_float_digits", "1"),
+        ("integer_datetimes", "on"),
+        ("intervalstyle", "postgres"),
+        ("is_superuser", "on"),
+        ("search_path", "\"$user\", public"),
+        ("server_encoding", "UTF8"),
+        ("server_version", crate::expr::SERVER_VERSION),
+        ("server_version_num", "150000"),
+        ("standard_conforming_strings", "on"),
+        ("timezone", "UTC"),
+        ("max_identifier_length", "63"),
+        ("statement_timeout", "0"),
+        ("lock_timeout", "0"),
+        ("idle_in_transaction_session_timeout", "0"),
+        ("default_transaction_read_only", "off"),
+        ("transaction_read_only", "off"),
+        ("bytea_output", "hex"),
+        ("database", database),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Parses SQL text into statements (Postgres dialect); a syntax error is 42601.
+pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
+    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| syntax(e.to_string()))
+}
+
+/// Binds a column DEFAULT expression (stored as SQL text) to an expression over no
+/// row, cast to the column type.
+pub fn bind_default(text: &str, ty: DataType) -> Result<Expr> {
+    let e = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| syntax(e.to_string()))?;
+    let tables = HashMap::new();
+    let mut planner = Planner::new(&tables, Vec::new());
+    let (x, _) = planner.bind_scalar(&e, &Default::default())?;
+    if !planner.subplans.is_empty() {
+        return Err(unsupported("subqueries in DEFAULT"));
+    }
+    Ok(Expr::Cast(Box::new(x), ty))
+}
+
+/// The tables a statement names, read from the catalog in `txn`.
+async fn resolve_tables(
+    txn: &mut Txn,
+    db_id: u64,
+    stmt: &ast::Statement,
+) -> Result<HashMap<String, TableRef>> {
+    let mut names = Vec::new();
+    let _ = ast::visit_relations(stmt, |n| {
+        names.push(n.clone());
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    let mut out = HashMap::new();
+    for n in names {
+        let key = table_key(&n)?;
+        if out.contains_key(&key) {
+            continue;
+        }
+        if let Some(v) = VirtualTable::by_name(&key) {
+            out.insert(key, TableRef::Virtual(v));
+        } else if key.contains('.') {
+            // Another catalog schema: unknown.
+            continue;
+        } else if let Some(t) = catalog::get_table(txn, db_id, &key).await? {
+            out.insert(key, TableRef::Table(t));
+        }
+    }
+    Ok(out)
+}
+
+/// Plans a statement that reads or writes rows.
+fn plan_statement(
+    stmt: &ast::Statement,
+    tables: &HashMap<String, TableRef>,
+    params: Vec<Option<DataType>>,
+) -> Result<(Planned, Vec<crate::plan::SubPlan>, Vec<Option<DataType>>)> {
+    let mut planner = Planner::new(tables, params);
+    let planned = match stmt {
+        ast::Statement::Query(q) => {
+            let (plan, columns) = planner.plan_query(q)?;
+            let columns = columns.into_iter().filter(|c| !c.hidden).collect();
+            Planned::Query { plan, columns }
+        }
+        ast::Statement::Insert(i) => planner.plan_insert(i)?,
+        ast::Statement::Update(u) => planner.plan_update(u)?,
+        ast::Statement::Delete(d) => planner.plan_delete(d)?,
+        _ => return Err(crate::error::internal("not a data statement")),
+    };
+    let planned = match planned {
+        Planned::Query { plan, columns } => Planned::Query {
+            plan: opt::optimize(plan),
+            columns,
+        },
+        Planned::Insert {
+            table,
+            targets,
+            source,
+            on_conflict,
+            returning,
+        } => Planned::Insert {
+            table,
+            targets,
+            source: opt::optimize(source),
+            on_conflict,
+            returning,
+        },
+        Planned::Update {
+            table,
+            scan,
+            sets,
+            returning,
+        } => Planned::Update {
+            table,
+            scan: opt::optimize(scan),
+            sets,
+            returning,
+        },
+        Planned::Delete {
+            table,
+            scan,
+            returning,
+        } => Planned::Delete {
+            table,
+            scan: opt::optimize(scan),
+            returning,
+        },
+    };
+    let subplans = opt::optimize_subplans(std::mem::take(&mut planner.subplans));
+    Ok((planned, subplans, planner.params))
+}
+
+fn is_data_statement(stmt: &ast::Statement) -> bool {
+    matches!(
+        stmt,
+        ast::Statement::Query(_)
+            | ast::Statement::Insert(_)
+            | ast::Statement::Update(_)
+            | ast::Statement::Delete(_)
+    )
+}
+
+fn ident_lower(i: &ast::Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
+}
+
+fn setting_name(n: &ast::ObjectName) -> String {
+    n.0.iter()
+        .map(|p| match p {
+            ast::ObjectNamePart::Identifier(i) => ident_lower(i),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn setting_value(e: &ast::Expr) -> String {
+    match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(s) => s.clone(),
+            ast::Value::Number(n, _) => n.clone(),
+            ast::Value::Boolean(b) => if *b { "on" } else { "off" }.into(),
+            other => other.to_string(),
+        },
+        ast::Expr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn isolation_ok(modes: &[ast::TransactionMode]) -> Result<()> {
+    for m in modes {
+        if let ast::TransactionMode::AccessMode(ast::TransactionAccessMode::ReadOnly) = m {
+            // Read-only transactions are accepted; they simply do not write.
+        }
+    }
+    Ok(())
+}
+
+impl Session {
+    pub fn status(&self) -> TxnStatus {
+        match self.state {
+            State::Idle => TxnStatus::Idle,
+            State::Open(_) => TxnStatus::InTransaction,
+            State::Failed(_) => TxnStatus::Failed,
+        }
+    }
+
+    pub fn backend_pid(&self) -> i32 {
+        self.backend_pid
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The value of a session setting, as SHOW prints it.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn info(&self, txn: &Txn) -> SessionInfo {
+        let wall = txn.read_ts().wall as i64;
+        let unix_micros = wall / 1000;
+        let now = chrono::DateTime::from_timestamp_micros(unix_micros)
+            .map(|t| ts_from_naive(t.naive_utc()))
+            .unwrap_or(0);
+        SessionInfo {
+            database: self.database.clone(),
+            user: self.user.clone(),
+            now,
+            settings: self.settings.clone(),
+            backend_pid: self.backend_pid,
+            node_id: self.server.node_id,
+        }
+    }
+
+    /// Runs the statements of a simple-protocol query string, stopping at the first
+    /// error (which is the last result).
+    pub async fn simple_query(&mut self, sql: &str) -> Vec<Result<ExecResult>> {
+        let stmts = match parse(sql) {
+            Ok(s) => s,
+            Err(e) => {
+                // A syntax error inside a transaction block fails the block.
+                self.fail_txn();
+                return vec![Err(e)];
+            }
+        };
+        if stmts.is_empty() {
+            return vec![Ok(ExecResult::Empty)];
+        }
+        let mut out = Vec::with_capacity(stmts.len());
+        for stmt in &stmts {
+            let r = self.execute(stmt, &[]).await;
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        out
+    }
+
+    fn fail_txn(&mut self) {
+        if let State::Open(txn) = std::mem::replace(&mut self.state, State::Idle) {
+            self.state = State::Failed(txn);
+        }
+    }
+
+    /// Parses and describes a statement for the extended protocol: its parameter
+    /// types (given ones kept, the rest inferred) and result columns.
+    pub async fn prepare(
+        &mut self,
+        sql: &str,
+        param_hints: &[Option<DataType>],
+    ) -> Result<Prepared> {
+        let mut stmts = parse(sql)?;
+        if stmts.len() > 1 {
+            return Err(syntax(
+                "cannot insert multiple commands into a prepared statement",
+            ));
+        }
+        let Some(stmt) = stmts.pop() else {
+            return Ok(Prepared {
+                sql: sql.to_string(),
+                stmt: None,
+                params: Vec::new(),
+                columns: Vec::new(),
+            });
+        };
+        let (params, columns) =
+            if is_data_statement(&stmt) || matches!(stmt, ast::Statement::Explain { .. }) {
+                let inner = match &stmt {
+                    ast::Statement::Explain { statement, .. } => statement.as_ref().clone(),
+                    s => s.clone(),
+                };
+                let hints = param_hints.to_vec();
+                let described = self
+                    .with_read_txn(|txn, db_id| {
+                        Box::pin(async move {
+                            let tables = resolve_tables(txn, db_id, &inner).await?;
+                            let (planned, _, params) = plan_statement(&inner, &tables, hints)?;
+                            Ok((params, planned.columns()))
+                        })
+                    })
+                    .await?;
+                let columns = if matches!(stmt, ast::Statement::Explain { .. }) {
+                    vec![Column::new("info", DataType::Text)]
+                } else {
+                    described.1
+                };
+                (described.0, columns)
+            } else {
+                (param_hints.to_vec(), self.describe_utility(&stmt))
+            };
+        let params = params
+            .into_iter()
+            .map(|p| match p {
+                Some(DataType::Unknown) | None => DataType::Text,
+                Some(t) => t,
+            })
+            .collect();
+        Ok(Prepared {
+            sql: sql.to_string(),
+            stmt: Some(stmt),
+            params,
+            columns,
+        })
+    }
+
+    /// The result columns of a statement that is not planned (SHOW).
+    fn describe_utility(&self, stmt: &ast::Statement) -> Vec<Column> {
+        match stmt {
+            ast::Statement::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(ident_lower)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                vec![Column::new(show_column_name(&name), DataType::Text)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Runs `f` in the open transaction, or in a new one that is rolled back.
+    async fn with_read_txn<T>(
+        &mut self,
+        f: impl for<'t> FnOnce(
+            &'t mut Txn,
+            u64,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T>> + Send + 't>,
+        >,
+    ) -> Result<T> {
+        let database = self.database.clone();
+        match &mut self.state {
+            State::Open(txn) | State::Failed(txn) => {
+                let db_id = database_id(txn, &database).await?;
+                f(txn, db_id).await
+            }
+            State::Idle => {
+                let mut txn = self.server.db.begin();
+                let r = async {
+                    let db_id = database_id(&mut txn, &self.database).await?;
+                    f(&mut txn, db_id).await
+                }
+                .await;
+                txn.rollback().await;
+                r
+            }
+        }
+    }
+
+    /// Executes one statement with parameter values.
+    pub async fn execute(&mut self, stmt: &ast::Statement, params: &[Value]) -> Result<ExecResult> {
+        use ast::Statement as S;
+        // In a failed transaction only its end is accepted.
+        if matches!(self.state, State::Failed(_))
+            && !matches!(stmt, S::Rollback { .. } | S::Commit { .. })
+        {
+            return Err(Error::new(
+                SqlState::InFailedSqlTransaction,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
+        match stmt {
+            S::StartTransaction { modes, .. } => {
+                isolation_ok(modes)?;
+                if matches!(self.state, State::Idle) {
+                    self.state = State::Open(Box::new(self.server.db.begin()));
+                    self.savepoints.clear();
+                }
+                // Postgres warns and carries on when a transaction is already open.
+                Ok(ExecResult::Command {
+                    tag: "BEGIN".into(),
+                })
+            }
+            S::Commit { .. } => match std::mem::replace(&mut self.state, State::Idle) {
+                State::Idle => Ok(ExecResult::Command {
+                    tag: "COMMIT".into(),
+                }),
+                State::Open(mut txn) => {
+                    self.savepoints.clear();
+                    txn.commit().await?;
+                    Ok(ExecResult::Command {
+                        tag: "COMMIT".into(),
+                    })
+                }
+                State::Failed(mut txn) => {
+                    self.savepoints.clear();
+                    txn.rollback().await;
+                    Ok(ExecResult::Command {
+                        tag: "ROLLBACK".into(),
+                    })
+                }
+            },
+            S::Rollback {
+                savepoint: None, ..
+            } => {
+                if let State::Open(mut txn) | State::Failed(mut txn) =
+                    std::mem::replace(&mut self.state, State::Idle)
+                {
+                    txn.rollback().await;
+                }
+                self.savepoints.clear();
+                Ok(ExecResult::Command {
+                    tag: "ROLLBACK".into(),
+                })
+            }
+            S::Rollback {
+                savepoint: Some(name),
+                ..
+            } => {
+                let name = ident_lower(name);
+                let Some(pos) = self.savepoints.iter().rposition(|(n, _)| *n == name) else {
+                    if matches!(self.state, State::Idle) {
+                        return Err(no_txn("ROLLBACK TO SAVEPOINT"));
+                    }
+                    self.fail_txn();
+                    return Err(Error::new(
+                        SqlState::InvalidSavepointSpecification,
+                        format!("savepoint \"{name}\" does not exist"),
+                    ));
+                };
+                let sp = self.savepoints[pos].1;
+                self.savepoints.truncate(pos + 1);
+                match std::mem::replace(&mut self.state, State::Idle) {
+                    State::Open(mut txn) | State::Failed(mut txn) => {
+                        match txn.rollback_to_savepoint(sp) {
+                            Ok(()) => {
+                                self.state = State::Open(txn);
+                                Ok(ExecResult::Command {
+                                    tag: "ROLLBACK".into(),
+                                })
+                            }
+                            Err(e) => {
+                                self.state = State::Failed(txn);
+                                Err(e.into())
+                            }
+                        }
+                    }
+                    State::Idle => Err(no_txn("ROLLBACK TO SAVEPOINT")),
+                }
+            }
+            S::Savepoint { name } => match &self.state {
+                State::Open(txn) => {
+                    let sp = txn.savepoint();
+                    self.savepoints.push((ident_lower(name), sp));
+                    Ok(ExecResult::Command {
+                        tag: "SAVEPOINT".into(),
+                    })
+                }
+                _ => Err(no_txn("SAVEPOINT")),
+            },
+            S::ReleaseSavepoint { name } => {
+                let name = ident_lower(name);
+                if matches!(self.state, State::Idle) {
+                    return Err(no_txn("RELEASE SAVEPOINT"));
+                }
+                match self.savepoints.iter().rposition(|(n, _)| *n == name) {
+                    Some(pos) => {
+                        self.savepoints.truncate(pos);
+                        Ok(ExecResult::Command {
+                            tag: "RELEASE".into(),
+                        })
+                    }
+                    None => {
+                        self.fail_txn();
+                        Err(Error::new(
+                            SqlState::InvalidSavepointSpecification,
+                            format!("savepoint \"{name}\" does not exist"),
+                        ))
+                    }
+                }
+            }
+            S::Set(set) => self.set(set),
+            S::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(ident_lower)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let value = self.show(&name)?;
+                Ok(ExecResult::Rows {
+                    columns: vec![Column::new(show_column_name(&name), DataType::Text)],
+                    rows: vec![vec![Value::Text(value)]],
+                    tag: "SHOW".into(),
+                })
+            }
+            S::Discard { .. } => Ok(ExecResult::Command {
+                tag: "DISCARD ALL".into(),
+            }),
+            _ => self.execute_in_txn(stmt, params).await,
+        }
+    }
+
+    fn set(&mut self, set: &ast::Set) -> Result<ExecResult> {
+        match set {
+            ast::Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let name = setting_name(variable);
+                let value = values
+                    .iter()
+                    .map(setting_value)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.set_variable(&name, value)?;
+            }
+            ast::Set::SetTimeZone { value, .. } => {
+                self.set_variable("timezone", setting_value(value))?;
+            }
+            ast::Set::SetTransaction { modes, .. } => isolation_ok(modes)?,
+            ast::Set::SetNames { charset_name, .. } => {
+                self.set_variable("client_encoding", charset_name.value.clone())?;
+            }
+            ast::Set::SetRole { .. } | ast::Set::SetSessionAuthorization(_) => {}
+            _ => return Err(unsupported(format!("{set}"))),
+        }
+        Ok(ExecResult::Command { tag: "SET".into() })
+    }
+
+    fn set_variable(&mut self, name: &str, value: String) -> Result<()> {
+        let name = match name {
+            "transaction_isolation" | "default_transaction_isolation" => {
+                // Every transaction is SERIALIZABLE; weaker levels are upgraded, as
+                // in CockroachDB.
+                return Ok(());
+            }
+            "time zone" => "timezone",
+            n => n,
+        };
+        let value = match name {
+            "client_encoding"
+                if !value.eq_ignore_ascii_case("utf8")
+                    && !value.eq_ignore_ascii_case("unicode") =>
+            {
+                return Err(Error::new(
+                    SqlState::FeatureNotSupported,
+                    format!("unsupported client encoding \"{value}\""),
+                ));
+            }
+            "client_encoding" => "UTF8".to_string(),
+            _ => value,
+        };
+        match self.settings.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => *v = value,
+            None => self.settings.push((name.to_string(), value)),
+        }
+        Ok(())
+    }
+
+    fn show(&self, name: &str) -> Result<String> {
+        let key = match name {
+            "transaction isolation level" => "transaction_isolation",
+            "time zone" => "timezone",
+            n => n,
+        };
+        self.setting(key).map(str::to_string).ok_or_else(|| {
+            Error::new(
+                SqlState::UndefinedObject,
+                format!("unrecognized configuration parameter \"{name}\""),
+            )
+        })
+    }
+
+    /// Runs a statement in the open transaction or an implicit one.
+    async fn execute_in_txn(
+        &mut self,
+        stmt: &ast::Statement,
+        params: &[Value],
+    ) -> Result<ExecResult> {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Open(mut txn) => {
+                let r = self.run(&mut txn, stmt, params).await;
+                self.state = if r.is_ok() {
+                    State::Open(txn)
+                } else {
+                    State::Failed(txn)
+                };
+                r
+            }
+            State::Failed(txn) => {
+                self.state = State::Failed(txn);
+                Err(Error::new(
+                    SqlState::InFailedSqlTransaction,
+                    "current transaction is aborted, commands ignored until end of transaction block",
+                ))
+            }
+            State::Idle => {
+                let mut txn = self.server.db.begin();
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let r = match self.run(&mut txn, stmt, params).await {
+                        Ok(v) => txn.commit().await.map(|()| v).map_err(Error::from),
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(v) => return Ok(v),
+                        Err(e) if e.is_retryable() && attempt < MAX_IMPLICIT_RETRIES => {
+                            tracing::debug!(attempt, error = %e, "restarting implicit transaction");
+                            txn.restart().await;
+                        }
+                        Err(e) => {
+                            txn.rollback().await;
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one statement in `txn`.
+    async fn run(
+        &self,
+        txn: &mut Txn,
+        stmt: &ast::Statement,
+        params: &[Value],
+    ) -> Result<ExecResult> {
+        use ast::Statement as S;
+        // CREATE/DROP DATABASE need no current database.
+        match stmt {
+            S::CreateDatabase {
+                db_name,
+                if_not_exists,
+                ..
+            } => {
+                let (_, name) = crate::plan::object_name(db_name)?;
+                if *if_not_exists && catalog::get_database(txn, &name).await?.is_some() {
+                    return Ok(ExecResult::Command {
+                        tag: "CREATE DATABASE".into(),
+                    });
+                }
+                catalog::create_database(txn, &name).await?;
+                return Ok(ExecResult::Command {
+                    tag: "CREATE DATABASE".into(),
+                });
+            }
+            S::Drop {
+                object_type: ast::ObjectType::Database,
+                names,
+                if_exists,
+                ..
+            } => {
+                for n in names {
+                    if crate::plan::object_name(n)?.1 == self.database {
+                        return Err(Error::new(
+                            SqlState::ObjectInUse,
+                            "cannot drop the currently open database",
+                        ));
+                    }
+                }
+                let tag = ddl::drop(txn, 0, &ast::ObjectType::Database, names, *if_exists).await?;
+                return Ok(ExecResult::Command { tag: tag.into() });
+            }
+            _ => {}
+        }
+        let db_id = database_id(txn, &self.database).await?;
+        match stmt {
+            S::Query(_) | S::Insert(_) | S::Update(_) | S::Delete(_) => {
+                let tables = resolve_tables(txn, db_id, stmt).await?;
+                let hints = params.iter().map(|_| None).collect();
+                let (planned, subplans, _) = plan_statement(stmt, &tables, hints)?;
+                let info = self.info(txn);
+                let mut exec = Executor::new(txn, params, &info, &subplans, db_id);
+                let outcome = exec.execute(&planned).await?;
+                let columns = planned.columns();
+                let tag = match (&planned, stmt) {
+                    (Planned::Query { .. }, _) => format!("SELECT {}", outcome.rows.len()),
+                    (Planned::Insert { .. }, _) => format!("INSERT 0 {}", outcome.affected),
+                    (Planned::Update { .. }, _) => format!("UPDATE {}", outcome.affected),
+                    (Planned::Delete { .. }, _) => format!("DELETE {}", outcome.affected),
+                };
+                if matches!(planned, Planned::Query { .. }) || !columns.is_empty() {
+                    Ok(ExecResult::Rows {
+                        columns,
+                        rows: outcome.rows,
+                        tag,
+                    })
+                } else {
+                    Ok(ExecResult::Command { tag })
+                }
+            }
+            S::CreateTable(ct) => {
+                ddl::create_table(txn, db_id, ct).await?;
+                Ok(ExecResult::Command {
+                    tag: "CREATE TABLE".into(),
+                })
+            }
+            S::CreateIndex(ci) => {
+                ddl::create_index(txn, db_id, ci).await?;
+                Ok(ExecResult::Command {
+                    tag: "CREATE INDEX".into(),
+                })
+            }
+            S::Drop {
+                object_type,
+                names,
+                if_exists,
+                ..
+            } => {
+                let tag = ddl::drop(txn, db_id, object_type, names, *if_exists).await?;
+                Ok(ExecResult::Command { tag: tag.into() })
+            }
+            S::Truncate(t) => {
+                ddl::truncate(txn, db_id, t).await?;
+                Ok(ExecResult::Command {
+                    tag: "TRUNCATE TABLE".into(),
+                })
+            }
+            S::AlterTable(at) => {
+                ddl::alter_table(txn, db_id, &at.name, &at.operations).await?;
+                Ok(ExecResult::Command {
+                    tag: "ALTER TABLE".into(),
+                })
+            }
+            S::Explain { statement, .. } => {
+                let lines = self.explain(txn, db_id, statement).await?;
+                Ok(ExecResult::Rows {
+                    columns: vec![Column::new("info", DataType::Text)],
+                    rows: lines.into_iter().map(|l| vec![Value::Text(l)]).collect(),
+                    tag: "EXPLAIN".into(),
+                })
+            }
+            other => Err(unsupported(format!(
+                "statement not supported: {}",
+                other.to_string().chars().take(60).collect::<String>()
+            ))),
+        }
+    }
+
+    async fn explain(
+        &self,
+        txn: &mut Txn,
+        db_id: u64,
+        stmt: &ast::Statement,
+    ) -> Result<Vec<String>> {
+        if !is_data_statement(stmt) {
+            return Err(unsupported("EXPLAIN of this statement"));
+        }
+        let tables = resolve_tables(txn, db_id, stmt).await?;
+        let (planned, subplans, _) = plan_statement(stmt, &tables, Vec::new())?;
+        Ok(crate::explain::explain(&planned, &subplans))
+    }
+}
+
+async fn database_id(txn: &mut Txn, name: &str) -> Result<u64> {
+    match catalog::get_database(txn, name).await? {
+        Some(db) => Ok(db.id),
+        None => Err(Error::new(
+            SqlState::InvalidCatalogName,
+            format!("database \"{name}\" does not exist"),
+        )),
+    }
+}
+
+fn no_txn(what: &str) -> Error {
+    Error::new(
+        SqlState::NoActiveSqlTransaction,
+        format!("{what} can only be used in transaction blocks"),
+    )
+}
+
+fn show_column_name(name: &str) -> String {
+    match name {
+        "transaction isolation level" => "transaction_isolation".into(),
+        "time zone" => "TimeZone".into(),
+        n => n.to_string(),
+    }
+}

@@ -1,0 +1,581 @@
+//! Virtual tables of `pg_catalog` and `information_schema`, generated from the
+//! catalog when scanned, so that psql's `\d` commands and drivers' introspection find
+//! what they look for.
+//!
+//! OIDs: a table's OID is its descriptor id, a database's too; an index's OID is
+//! `table id * 1000 + index id`, which stays unique while a table has fewer than a
+//! thousand indexes; types use Postgres' OIDs, namespaces the fixed OIDs below.
+
+use cairn_txn::Txn;
+
+use crate::catalog::{self, TableDesc};
+use crate::error::Result;
+use crate::expr::Row;
+use crate::types::{DataType, Value};
+
+pub const PG_CATALOG_OID: i64 = 11;
+pub const PUBLIC_OID: i64 = 2200;
+pub const INFORMATION_SCHEMA_OID: i64 = 13_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtualTable {
+    PgNamespace,
+    PgClass,
+    PgAttribute,
+    PgType,
+    PgIndex,
+    PgDatabase,
+    PgRoles,
+    PgAttrdef,
+    PgConstraint,
+    PgDescription,
+    PgInherits,
+    PgAm,
+    PgSettings,
+    PgTables,
+    InfoTables,
+    InfoColumns,
+    InfoSchemata,
+}
+
+/// Names that resolve to pg_catalog without a schema (Postgres searches pg_catalog
+/// first).
+pub fn is_pg_catalog_name(name: &str) -> bool {
+    VirtualTable::by_name(&format!("pg_catalog.{name}")).is_some()
+}
+
+impl VirtualTable {
+    pub fn by_name(key: &str) -> Option<VirtualTable> {
+        Some(match key {
+            "pg_catalog.pg_namespace" => VirtualTable::PgNamespace,
+            "pg_catalog.pg_class" => VirtualTable::PgClass,
+            "pg_catalog.pg_attribute" => VirtualTable::PgAttribute,
+            "pg_catalog.pg_type" => VirtualTable::PgType,
+            "pg_catalog.pg_index" => VirtualTable::PgIndex,
+            "pg_catalog.pg_database" => VirtualTable::PgDatabase,
+            "pg_catalog.pg_roles" | "pg_catalog.pg_user" => VirtualTable::PgRoles,
+            "pg_catalog.pg_attrdef" => VirtualTable::PgAttrdef,
+            "pg_catalog.pg_constraint" => VirtualTable::PgConstraint,
+            "pg_catalog.pg_description" => VirtualTable::PgDescription,
+            "pg_catalog.pg_inherits" => VirtualTable::PgInherits,
+            "pg_catalog.pg_am" => VirtualTable::PgAm,
+            "pg_catalog.pg_settings" => VirtualTable::PgSettings,
+            "pg_catalog.pg_tables" => VirtualTable::PgTables,
+            "information_schema.tables" => VirtualTable::InfoTables,
+            "information_schema.columns" => VirtualTable::InfoColumns,
+            "information_schema.schemata" => VirtualTable::InfoSchemata,
+            _ => return None,
+        })
+    }
+
+    pub fn columns(&self) -> Vec<(String, DataType)> {
+        use DataType::*;
+        let cols: &[(&str, DataType)] = match self {
+            VirtualTable::PgNamespace => &[("oid", Oid), ("nspname", Name), ("nspowner", Oid)],
+            VirtualTable::PgClass => &[
+                ("oid", Oid),
+                ("relname", Name),
+                ("relnamespace", Oid),
+                ("reltype", Oid),
+                ("relowner", Oid),
+                ("relam", Oid),
+                ("reltuples", Float4),
+                ("relhasindex", Bool),
+                ("relpersistence", Text),
+                ("relkind", Text),
+                ("relnatts", Int2),
+                ("relchecks", Int2),
+                ("relhasrules", Bool),
+                ("relhastriggers", Bool),
+                ("relrowsecurity", Bool),
+                ("relforcerowsecurity", Bool),
+                ("relispartition", Bool),
+                ("reltablespace", Oid),
+                ("reloftype", Oid),
+                ("relreplident", Text),
+                ("relpartbound", Text),
+                ("reloptions", Text),
+                ("relacl", Text),
+            ],
+            VirtualTable::PgAttribute => &[
+                ("attrelid", Oid),
+                ("attname", Name),
+                ("atttypid", Oid),
+                ("attlen", Int2),
+                ("attnum", Int2),
+                ("atttypmod", Int4),
+                ("attnotnull", Bool),
+                ("atthasdef", Bool),
+                ("attisdropped", Bool),
+                ("attidentity", Text),
+                ("attgenerated", Text),
+                ("attcollation", Oid),
+            ],
+            VirtualTable::PgType => &[
+                ("oid", Oid),
+                ("typname", Name),
+                ("typnamespace", Oid),
+                ("typlen", Int2),
+                ("typtype", Text),
+                ("typcategory", Text),
+                ("typelem", Oid),
+                ("typarray", Oid),
+                ("typbasetype", Oid),
+                ("typtypmod", Int4),
+                ("typnotnull", Bool),
+                ("typrelid", Oid),
+                ("typinput", Oid),
+                ("typoutput", Oid),
+                ("typreceive", Oid),
+                ("typdelim", Text),
+            ],
+            VirtualTable::PgIndex => &[
+                ("indexrelid", Oid),
+                ("indrelid", Oid),
+                ("indnatts", Int2),
+                ("indisunique", Bool),
+                ("indisprimary", Bool),
+                ("indisclustered", Bool),
+                ("indisvalid", Bool),
+                ("indisreplident", Bool),
+                ("indkey", Text),
+                ("indisexclusion", Bool),
+                ("indimmediate", Bool),
+            ],
+            VirtualTable::PgDatabase => &[
+                ("oid", Oid),
+                ("datname", Name),
+                ("datdba", Oid),
+                ("encoding", Int4),
+                ("datcollate", Text),
+                ("datctype", Text),
+                ("datistemplate", Bool),
+                ("datallowconn", Bool),
+                ("datacl", Text),
+            ],
+            VirtualTable::PgRoles => &[
+                ("oid", Oid),
+                ("rolname", Name),
+                ("rolsuper", Bool),
+                ("rolinherit", Bool),
+                ("rolcreaterole", Bool),
+                ("rolcreatedb", Bool),
+                ("rolcanlogin", Bool),
+                ("rolreplication", Bool),
+                ("rolconnlimit", Int4),
+                ("rolvaliduntil", TimestampTz),
+                ("rolbypassrls", Bool),
+            ],
+            VirtualTable::PgAttrdef => &[
+                ("oid", Oid),
+                ("adrelid", Oid),
+                ("adnum", Int2),
+                ("adbin", Text),
+            ],
+            VirtualTable::PgConstraint => &[
+                ("oid", Oid),
+                ("conname", Name),
+                ("connamespace", Oid),
+                ("contype", Text),
+                ("conrelid", Oid),
+                ("conindid", Oid),
+                ("conkey", Text),
+                ("confrelid", Oid),
+            ],
+            VirtualTable::PgDescription => &[
+                ("objoid", Oid),
+                ("classoid", Oid),
+                ("objsubid", Int4),
+                ("description", Text),
+            ],
+            VirtualTable::PgInherits => {
+                &[("inhrelid", Oid), ("inhparent", Oid), ("inhseqno", Int4)]
+            }
+            VirtualTable::PgAm => &[("oid", Oid), ("amname", Name), ("amtype", Text)],
+            VirtualTable::PgSettings => &[("name", Text), ("setting", Text)],
+            VirtualTable::PgTables => &[
+                ("schemaname", Name),
+                ("tablename", Name),
+                ("tableowner", Name),
+                ("hasindexes", Bool),
+            ],
+            VirtualTable::InfoTables => &[
+                ("table_catalog", Text),
+                ("table_schema", Text),
+                ("table_name", Text),
+                ("table_type", Text),
+            ],
+            VirtualTable::InfoColumns => &[
+                ("table_catalog", Text),
+                ("table_schema", Text),
+                ("table_name", Text),
+                ("column_name", Text),
+                ("ordinal_position", Int4),
+                ("column_default", Text),
+                ("is_nullable", Text),
+                ("data_type", Text),
+                ("character_maximum_length", Int4),
+                ("udt_name", Text),
+            ],
+            VirtualTable::InfoSchemata => &[
+                ("catalog_name", Text),
+                ("schema_name", Text),
+                ("schema_owner", Text),
+            ],
+        };
+        cols.iter().map(|(n, t)| (n.to_string(), *t)).collect()
+    }
+
+    /// The table's rows, as seen by `txn` in database `db_id`.
+    pub async fn rows(&self, txn: &mut Txn, db_id: u64, db_name: &str) -> Result<Vec<Row>> {
+        let text = |s: &str| Value::Text(s.to_string());
+        let int = |i: i64| Value::Int(i);
+        let b = Value::Bool;
+        Ok(match self {
+            VirtualTable::PgNamespace => vec![
+                vec![int(PG_CATALOG_OID), text("pg_catalog"), int(10)],
+                vec![int(PUBLIC_OID), text("public"), int(10)],
+                vec![
+                    int(INFORMATION_SCHEMA_OID),
+                    text("information_schema"),
+                    int(10),
+                ],
+            ],
+            VirtualTable::PgClass => {
+                let mut rows = Vec::new();
+                for t in catalog::list_tables(txn, db_id).await? {
+                    rows.push(class_row(
+                        t.id as i64,
+                        &t.name,
+                        "r",
+                        t.columns.len() as i64,
+                        !t.indexes.is_empty(),
+                    ));
+                    for ix in t.all_indexes() {
+                        rows.push(class_row(
+                            index_oid(&t, ix.id),
+                            &ix.name,
+                            "i",
+                            ix.columns.len() as i64,
+                            false,
+                        ));
+                    }
+                }
+                rows
+            }
+            VirtualTable::PgAttribute => {
+                let mut rows = Vec::new();
+                for t in catalog::list_tables(txn, db_id).await? {
+                    for (i, c) in t.columns.iter().enumerate() {
+                        rows.push(vec![
+                            int(t.id as i64),
+                            text(&c.name),
+                            int(i64::from(c.ty.oid())),
+                            int(i64::from(c.ty.wire_size())),
+                            int(if c.hidden {
+                                -1 - i as i64
+                            } else {
+                                i as i64 + 1
+                            }),
+                            int(typmod(c.ty)),
+                            b(!c.nullable),
+                            b(c.default.is_some()),
+                            b(false),
+                            text(""),
+                            text(""),
+                            int(0),
+                        ]);
+                    }
+                    for ix in t.all_indexes() {
+                        for (n, (col, _)) in ix.columns.iter().enumerate() {
+                            let Ok(pos) = t.column_position(*col) else {
+                                continue;
+                            };
+                            let c = &t.columns[pos];
+                            rows.push(vec![
+                                int(index_oid(&t, ix.id)),
+                                text(&c.name),
+                                int(i64::from(c.ty.oid())),
+                                int(i64::from(c.ty.wire_size())),
+                                int(n as i64 + 1),
+                                int(typmod(c.ty)),
+                                b(false),
+                                b(false),
+                                b(false),
+                                text(""),
+                                text(""),
+                                int(0),
+                            ]);
+                        }
+                    }
+                }
+                rows
+            }
+            VirtualTable::PgType => {
+                use DataType::*;
+                [
+                    Bool,
+                    Bytea,
+                    Name,
+                    Int8,
+                    Int2,
+                    Int4,
+                    Text,
+                    Oid,
+                    Float4,
+                    Float8,
+                    Char(None),
+                    Varchar(None),
+                    Date,
+                    Timestamp,
+                    TimestampTz,
+                    Numeric,
+                    Uuid,
+                ]
+                .iter()
+                .map(|t| {
+                    let name = match t {
+                        Bool => "bool",
+                        Bytea => "bytea",
+                        Name => "name",
+                        Int8 => "int8",
+                        Int2 => "int2",
+                        Int4 => "int4",
+                        Text => "text",
+                        Oid => "oid",
+                        Float4 => "float4",
+                        Float8 => "float8",
+                        Char(_) => "bpchar",
+                        Varchar(_) => "varchar",
+                        Date => "date",
+                        Timestamp => "timestamp",
+                        TimestampTz => "timestamptz",
+                        Numeric => "numeric",
+                        _ => "uuid",
+                    };
+                    vec![
+                        int(i64::from(t.oid())),
+                        text(name),
+                        int(PG_CATALOG_OID),
+                        int(i64::from(t.wire_size())),
+                        text("b"),
+                        text(if t.is_numeric() {
+                            "N"
+                        } else if t.is_text() {
+                            "S"
+                        } else {
+                            "U"
+                        }),
+                        int(0),
+                        int(0),
+                        int(0),
+                        int(-1),
+                        b(false),
+                        int(0),
+                        int(0),
+                        int(0),
+                        int(0),
+                        text(","),
+                    ]
+                })
+                .collect()
+            }
+            VirtualTable::PgIndex => {
+                let mut rows = Vec::new();
+                for t in catalog::list_tables(txn, db_id).await? {
+                    for ix in t.all_indexes() {
+                        let key: Vec<String> = ix
+                            .columns
+                            .iter()
+                            .filter_map(|(c, _)| t.column_position(*c).ok())
+                            .map(|p| (p + 1).to_string())
+                            .collect();
+                        rows.push(vec![
+                            int(index_oid(&t, ix.id)),
+                            int(t.id as i64),
+                            int(ix.columns.len() as i64),
+                            b(ix.unique || ix.id == catalog::PRIMARY_INDEX_ID),
+                            b(ix.id == catalog::PRIMARY_INDEX_ID),
+                            b(false),
+                            b(true),
+                            b(false),
+                            text(&key.join(" ")),
+                            b(false),
+                            b(true),
+                        ]);
+                    }
+                }
+                rows
+            }
+            VirtualTable::PgDatabase => catalog::list_databases(txn)
+                .await?
+                .into_iter()
+                .map(|d| {
+                    vec![
+                        int(d.id as i64),
+                        text(&d.name),
+                        int(10),
+                        int(6),
+                        text("C.UTF-8"),
+                        text("C.UTF-8"),
+                        b(false),
+                        b(true),
+                        Value::Null,
+                    ]
+                })
+                .collect(),
+            VirtualTable::PgRoles => vec![vec![
+                int(10),
+                text("root"),
+                b(true),
+                b(true),
+                b(true),
+                b(true),
+                b(true),
+                b(false),
+                int(-1),
+                Value::Null,
+                b(true),
+            ]],
+            VirtualTable::PgAttrdef => {
+                let mut rows = Vec::new();
+                for t in catalog::list_tables(txn, db_id).await? {
+                    for (i, c) in t.columns.iter().enumerate() {
+                        if let Some(d) = &c.default {
+                            rows.push(vec![
+                                int(t.id as i64 * 1000 + i as i64),
+                                int(t.id as i64),
+                                int(i as i64 + 1),
+                                text(d),
+                            ]);
+                        }
+                    }
+                }
+                rows
+            }
+            VirtualTable::PgConstraint => {
+                let mut rows = Vec::new();
+                for t in catalog::list_tables(txn, db_id).await? {
+                    for ix in t.all_indexes() {
+                        if !(ix.unique || ix.id == catalog::PRIMARY_INDEX_ID) {
+                            continue;
+                        }
+                        let primary = ix.id == catalog::PRIMARY_INDEX_ID;
+                        if primary && t.columns.iter().any(|c| c.hidden) {
+                            continue;
+                        }
+                        rows.push(vec![
+                            int(index_oid(&t, ix.id)),
+                            text(&ix.name),
+                            int(PUBLIC_OID),
+                            text(if primary { "p" } else { "u" }),
+                            int(t.id as i64),
+                            int(index_oid(&t, ix.id)),
+                            Value::Null,
+                            int(0),
+                        ]);
+                    }
+                }
+                rows
+            }
+            VirtualTable::PgDescription | VirtualTable::PgInherits => vec![],
+            VirtualTable::PgAm => vec![vec![int(403), text("btree"), text("i")]],
+            VirtualTable::PgSettings => vec![],
+            VirtualTable::PgTables => catalog::list_tables(txn, db_id)
+                .await?
+                .into_iter()
+                .map(|t| {
+                    vec![
+                        text("public"),
+                        text(&t.name),
+                        text("root"),
+                        b(!t.indexes.is_empty()),
+                    ]
+                })
+                .collect(),
+            VirtualTable::InfoTables => catalog::list_tables(txn, db_id)
+                .await?
+                .into_iter()
+                .map(|t| {
+                    vec![
+                        text(db_name),
+                        text("public"),
+                        text(&t.name),
+                        text("BASE TABLE"),
+                    ]
+                })
+                .collect(),
+            VirtualTable::InfoColumns => {
+                let mut rows = Vec::new();
+                for t in catalog::list_tables(txn, db_id).await? {
+                    for (i, c) in t.columns.iter().filter(|c| !c.hidden).enumerate() {
+                        let len = match c.ty {
+                            DataType::Varchar(Some(n)) | DataType::Char(Some(n)) => {
+                                int(i64::from(n))
+                            }
+                            _ => Value::Null,
+                        };
+                        rows.push(vec![
+                            text(db_name),
+                            text("public"),
+                            text(&t.name),
+                            text(&c.name),
+                            int(i as i64 + 1),
+                            c.default.as_deref().map(text).unwrap_or(Value::Null),
+                            text(if c.nullable { "YES" } else { "NO" }),
+                            text(&c.ty.name()),
+                            len,
+                            text(&c.ty.name()),
+                        ]);
+                    }
+                }
+                rows
+            }
+            VirtualTable::InfoSchemata => ["public", "pg_catalog", "information_schema"]
+                .iter()
+                .map(|s| vec![text(db_name), text(s), text("root")])
+                .collect(),
+        })
+    }
+}
+
+fn typmod(ty: DataType) -> i64 {
+    match ty {
+        DataType::Varchar(Some(n)) | DataType::Char(Some(n)) => i64::from(n) + 4,
+        _ => -1,
+    }
+}
+
+/// The OID of an index.
+pub fn index_oid(t: &TableDesc, index_id: u64) -> i64 {
+    (t.id * 1000 + index_id) as i64
+}
+
+fn class_row(oid: i64, name: &str, kind: &str, natts: i64, has_index: bool) -> Row {
+    let text = |s: &str| Value::Text(s.to_string());
+    vec![
+        Value::Int(oid),
+        text(name),
+        Value::Int(PUBLIC_OID),
+        Value::Int(0),
+        Value::Int(10),
+        Value::Int(if kind == "i" { 403 } else { 2 }),
+        Value::Float(-1.0),
+        Value::Bool(has_index || kind == "r"),
+        text("p"),
+        text(kind),
+        Value::Int(natts),
+        Value::Int(0),
+        Value::Bool(false),
+        Value::Bool(false),
+        Value::Bool(false),
+        Value::Bool(false),
+        Value::Bool(false),
+        Value::Int(0),
+        Value::Int(0),
+        text("d"),
+        Value::Null,
+        Value::Null,
+        Value::Null,
+    ]
+}
