@@ -288,7 +288,7 @@ async fn run_demo(args: DemoArgs) -> Result<(), String> {
     );
     for (i, n) in nodes.iter().enumerate() {
         println!(
-            "  node {}: rpc {}  http http://{}/_status/ranges  sql {} (SQL comes with the SQL layer)",
+            "  node {}: rpc {}  http http://{}/_status/ranges  sql postgresql://root@{}/defaultdb?sslmode=disable",
             i + 1,
             n.rpc_addr(),
             n.http_addr(),

@@ -6,6 +6,7 @@
 //!   the fault layer tests use.
 //! - [`node`]: a node's life: store, join or init, liveness, replicate queue.
 //! - [`http`]: `/health`, `/_status/nodes`, `/_status/ranges`.
+//! - [`wire`]: the Postgres wire protocol, one task per SQL connection.
 //! - [`cli`]: `cairn start`, `cairn init`, `cairn demo`, `cairn bench`, `cairn debug`.
 //! - [`bench`](mod@bench): closed-loop put benchmarks against Cairn and etcd.
 
@@ -15,5 +16,6 @@ pub mod http;
 pub mod node;
 pub mod rpc;
 pub mod transport;
+pub mod wire;
 
 pub use node::{Node, NodeConfig};

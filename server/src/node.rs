@@ -60,6 +60,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     pub liveness_interval: Duration,
     pub liveness_ttl: Duration,
+    /// The most SQL connections served at once.
+    pub max_sql_connections: usize,
 }
 
 impl NodeConfig {
@@ -70,12 +72,13 @@ impl NodeConfig {
             listen_addr: "127.0.0.1:0".into(),
             advertise_addr: None,
             http_addr: "127.0.0.1:0".into(),
-            sql_addr: format!("127.0.0.1:{DEFAULT_SQL_PORT}"),
+            sql_addr: "127.0.0.1:0".into(),
             join: Vec::new(),
             raft: RaftConfig::default(),
             request_timeout: Duration::from_secs(5),
             liveness_interval: Duration::from_secs(1),
             liveness_ttl: Duration::from_millis(4500),
+            max_sql_connections: crate::wire::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -114,6 +117,10 @@ pub struct Node {
     config: NodeConfig,
     rpc_addr: String,
     http_addr: String,
+    /// The bound SQL address.
+    sql_addr: String,
+    /// The SQL layer, once the node serves and the catalog exists.
+    sql: RwLock<Option<Arc<cairn_sql::SqlServer>>>,
     engine: Arc<dyn Engine>,
     clock: Arc<Clock>,
     /// The clock's physical source, shiftable by fault tests.
@@ -156,6 +163,13 @@ impl Node {
             .local_addr()
             .map_err(|e| NodeError::Network(e.to_string()))?
             .to_string();
+        let sql_listener = TcpListener::bind(&config.sql_addr)
+            .await
+            .map_err(|e| NodeError::Network(format!("listen on {}: {e}", config.sql_addr)))?;
+        let sql_addr = sql_listener
+            .local_addr()
+            .map_err(|e| NodeError::Network(e.to_string()))?
+            .to_string();
         let physical = OffsetClock::new(Arc::new(SystemClock));
         let clock = Arc::new(Clock::new(physical.clone(), DEFAULT_MAX_OFFSET));
         let transport = Transport::new(clock.clone(), rpc_addr.clone());
@@ -164,6 +178,8 @@ impl Node {
             config,
             rpc_addr,
             http_addr,
+            sql_addr,
+            sql: RwLock::new(None),
             engine,
             clock,
             physical,
@@ -178,6 +194,12 @@ impl Node {
         transport.set_handler(handler);
         node.tasks.lock().push(transport.serve(listener));
         node.spawn(crate::http::serve(http_listener, Arc::downgrade(&node)));
+        let sql_shared = Arc::new(crate::wire::Listener {
+            node: Arc::downgrade(&node),
+            limit: Arc::new(tokio::sync::Semaphore::new(node.config.max_sql_connections)),
+            cancels: Default::default(),
+        });
+        node.spawn(crate::wire::serve(sql_listener, sql_shared));
 
         node.load_address_book()?;
         match node.read_ident()? {
@@ -209,7 +231,12 @@ impl Node {
     }
 
     pub fn sql_addr(&self) -> &str {
-        &self.config.sql_addr
+        &self.sql_addr
+    }
+
+    /// The SQL layer, once the node serves and the cluster's catalog exists.
+    pub fn sql_server(&self) -> Option<Arc<cairn_sql::SqlServer>> {
+        self.sql.read().clone()
     }
 
     pub fn transport(&self) -> &Arc<Transport> {
@@ -344,6 +371,29 @@ impl Node {
             dist,
         };
         *self.running.write() = Some(running.clone());
+        // The SQL layer serves once the catalog's databases exist; every node makes
+        // sure of that (the first run creates them, the others find them).
+        let sql = cairn_sql::SqlServer::new(
+            cairn_txn::Db::new(running.dist.clone(), self.clock.clone()),
+            id.0,
+        );
+        let me = self.me.clone();
+        self.spawn(async move {
+            loop {
+                match sql.bootstrap().await {
+                    Ok(()) => {
+                        if let Some(node) = me.upgrade() {
+                            *node.sql.write() = Some(sql);
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "SQL catalog not ready; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
         tracing::info!(node = %id, "node serving");
         Ok(running)
     }
@@ -378,7 +428,7 @@ impl Node {
         let record = LivenessRecord {
             node_id: running.node_id,
             addr: self.rpc_addr.clone(),
-            sql_addr: self.config.sql_addr.clone(),
+            sql_addr: self.sql_addr.clone(),
             http_addr: self.http_addr.clone(),
             expiration: self.clock.now().add_duration(self.config.liveness_ttl),
         };

@@ -62,6 +62,8 @@ pub enum SqlState {
     InvalidSqlStatementName,
     RangeUnavailable,
     ObjectInUse,
+    BadCopyFileFormat,
+    InvalidRegularExpression,
 }
 
 impl SqlState {
@@ -124,6 +126,8 @@ impl SqlState {
             // connection exception; we use Postgres' "cannot connect now" class.
             RangeUnavailable => "57P03",
             ObjectInUse => "55006",
+            BadCopyFileFormat => "22P04",
+            InvalidRegularExpression => "2201B",
         }
     }
 }

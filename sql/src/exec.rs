@@ -745,7 +745,7 @@ impl<'a> Executor<'a> {
                 None => None,
             };
             let conflict = match existing {
-                Some(old) => Some(old),
+                Some(old) => Some((table.primary.clone(), old)),
                 None => self.unique_conflict(table, &row, None).await?,
             };
             match (conflict, on_conflict) {
@@ -757,11 +757,11 @@ impl<'a> Executor<'a> {
                         out.rows.push(r);
                     }
                 }
-                (Some(_), OnConflict::Error) => {
-                    return Err(duplicate_key(table, &table.primary));
+                (Some((ix, _)), OnConflict::Error) => {
+                    return Err(duplicate_key(table, &ix));
                 }
                 (Some(_), OnConflict::DoNothing) => {}
-                (Some(old), OnConflict::DoUpdate { sets, filter }) => {
+                (Some((_, old)), OnConflict::DoUpdate { sets, filter }) => {
                     let mut both = old.clone();
                     both.extend(row.iter().cloned());
                     if let Some(f) = filter
@@ -797,19 +797,22 @@ impl<'a> Executor<'a> {
         Ok(out)
     }
 
-    /// A row other than `old` that holds one of `row`'s unique index values.
+    /// A row other than `old` that holds one of `row`'s unique index values, with
+    /// the index.
     async fn unique_conflict(
         &mut self,
         table: &TableDesc,
         row: &[Value],
         old: Option<&Row>,
-    ) -> Result<Option<Row>> {
+    ) -> Result<Option<(IndexDesc, Row)>> {
+        let old_pk = old.map(|o| rowcodec::primary_key(table, o)).transpose()?;
         for ix in table.indexes.iter().filter(|i| i.unique) {
             let values: Vec<&Value> = ix
                 .columns
                 .iter()
                 .map(|(c, _)| table.column_position(*c).map(|p| &row[p]))
                 .collect::<Result<_>>()?;
+            // NULLs are distinct from each other: they never conflict.
             if values.iter().any(|v| v.is_null()) {
                 continue;
             }
@@ -820,18 +823,12 @@ impl<'a> Executor<'a> {
                 .await?;
             for (k, _) in hits {
                 let pk = rowcodec::primary_key_from_index_key(table, ix, &k)?;
-                if let Some(old) = old
-                    && rowcodec::primary_key(table, old)? == pk
-                {
+                if old_pk.as_ref() == Some(&pk) {
                     continue;
                 }
-                let Some(v) = self.txn.get(&pk).await? else {
-                    continue;
-                };
-                if old.is_none() {
-                    return Err(duplicate_key(table, ix));
+                if let Some(v) = self.txn.get(&pk).await? {
+                    return Ok(Some((ix.clone(), rowcodec::decode_row(table, &pk, &v)?)));
                 }
-                return Ok(Some(rowcodec::decode_row(table, &pk, &v)?));
             }
         }
         Ok(None)
@@ -924,7 +921,9 @@ impl<'a> Executor<'a> {
             let new = self.check_row(table, new)?;
             if has_unique {
                 // Rows are checked one by one against what is already written.
-                self.unique_conflict(table, &new, Some(&old)).await?;
+                if let Some((ix, _)) = self.unique_conflict(table, &new, Some(&old)).await? {
+                    return Err(duplicate_key(table, &ix));
+                }
                 let r = self.row_change(table, Some(&old), Some(&new))?;
                 self.txn
                     .send(r)

@@ -95,6 +95,7 @@ pub enum Func {
     ObjDescription,
     PgGetExpr,
     PgGetIndexdef,
+    PgGetConstraintdef,
     PgEncodingToChar,
     HasPrivilege,
     ArrayToString,
@@ -162,6 +163,15 @@ pub enum Expr {
         pattern: Box<Expr>,
         case_insensitive: bool,
     },
+    /// `a ~ b` (and `~*`): a regular expression match.
+    Regex {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        case_insensitive: bool,
+    },
+    /// An expression that could not be bound in a catalog query, failing only if it
+    /// is evaluated (see [`crate::plan::Planner`]'s leniency).
+    Error(SqlState, String),
     InList {
         expr: Box<Expr>,
         list: Vec<Expr>,
@@ -196,6 +206,9 @@ pub struct SessionInfo {
     pub settings: Vec<(String, String)>,
     pub backend_pid: i32,
     pub node_id: u64,
+    /// For catalog queries: index definitions by index OID, as
+    /// (`pg_get_indexdef`, `pg_get_constraintdef`).
+    pub index_defs: HashMap<i64, (String, String)>,
 }
 
 impl SessionInfo {
@@ -232,7 +245,12 @@ impl Expr {
     /// The expressions directly inside this one.
     fn children(&self) -> Vec<&Expr> {
         match self {
-            Expr::Const(_) | Expr::Column(_) | Expr::Outer { .. } | Expr::Param(_) => vec![],
+            Expr::Const(_)
+            | Expr::Column(_)
+            | Expr::Outer { .. }
+            | Expr::Param(_)
+            | Expr::Error(..) => vec![],
+            Expr::Regex { expr, pattern, .. } => vec![expr, pattern],
             Expr::Neg(e)
             | Expr::Not(e)
             | Expr::IsNull(e)
@@ -261,7 +279,12 @@ impl Expr {
     /// The expressions directly inside this one, mutably.
     fn children_mut(&mut self) -> Vec<&mut Expr> {
         match self {
-            Expr::Const(_) | Expr::Column(_) | Expr::Outer { .. } | Expr::Param(_) => vec![],
+            Expr::Const(_)
+            | Expr::Column(_)
+            | Expr::Outer { .. }
+            | Expr::Param(_)
+            | Expr::Error(..) => vec![],
+            Expr::Regex { expr, pattern, .. } => vec![expr, pattern],
             Expr::Neg(e)
             | Expr::Not(e)
             | Expr::IsNull(e)
@@ -488,6 +511,31 @@ impl Expr {
                     (v, p) => return Err(op_error("LIKE", &v, &p)),
                 }
             }
+            Expr::Regex {
+                expr,
+                pattern,
+                case_insensitive,
+            } => {
+                let v = expr.eval(row, ctx, subs)?;
+                let p = pattern.eval(row, ctx, subs)?;
+                match (v.to_text(), p.to_text()) {
+                    (Some(v), Some(p)) => {
+                        let re = regex::RegexBuilder::new(&p)
+                            .case_insensitive(*case_insensitive)
+                            .size_limit(1 << 20)
+                            .build()
+                            .map_err(|e| {
+                                Error::new(
+                                    SqlState::InvalidRegularExpression,
+                                    format!("invalid regular expression: {e}"),
+                                )
+                            })?;
+                        Value::Bool(re.is_match(&v))
+                    }
+                    _ => Value::Null,
+                }
+            }
+            Expr::Error(code, message) => return Err(Error::new(*code, message.clone())),
             Expr::InList { expr, list } => {
                 let v = expr.eval(row, ctx, subs)?;
                 if v.is_null() {

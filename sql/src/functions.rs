@@ -98,7 +98,8 @@ pub fn resolve(name: &str, args: &[DataType]) -> Result<(Func, DataType)> {
         }
         "obj_description" | "col_description" | "shobj_description" => (Func::ObjDescription, text),
         "pg_get_expr" => (Func::PgGetExpr, text),
-        "pg_get_indexdef" | "pg_get_constraintdef" => (Func::PgGetIndexdef, text),
+        "pg_get_indexdef" => (Func::PgGetIndexdef, text),
+        "pg_get_constraintdef" => (Func::PgGetConstraintdef, text),
         "pg_encoding_to_char" => (Func::PgEncodingToChar, T::Name),
         "has_table_privilege" | "has_schema_privilege" | "has_database_privilege" => {
             (Func::HasPrivilege, T::Bool)
@@ -415,23 +416,38 @@ pub fn call(f: Func, args: Vec<Value>, ctx: &EvalContext) -> Result<Value> {
         Func::PgBackendPid => Value::Int(i64::from(ctx.session.backend_pid)),
         Func::FormatType => {
             let oid = int_arg(&arg(0))?;
-            Value::Text(
-                u32::try_from(oid)
-                    .ok()
-                    .and_then(DataType::from_oid)
-                    .map(DataType::name)
-                    .unwrap_or_else(|| "???".into()),
-            )
+            // The type modifier of a length-limited type is the length plus 4.
+            let len = match args.get(1) {
+                Some(Value::Int(m)) if *m >= 4 => u32::try_from(*m - 4).ok(),
+                _ => None,
+            };
+            let ty = u32::try_from(oid)
+                .ok()
+                .and_then(DataType::from_oid)
+                .map(|t| match t {
+                    DataType::Varchar(_) => DataType::Varchar(len),
+                    DataType::Char(_) => DataType::Char(len),
+                    t => t,
+                });
+            Value::Text(ty.map(DataType::name).unwrap_or_else(|| "???".into()))
         }
         Func::PgGetUserById => Value::Text("root".into()),
         Func::PgTableIsVisible | Func::HasPrivilege => Value::Bool(true),
-        Func::ObjDescription | Func::PgGetExpr | Func::PgGetIndexdef | Func::ArrayToString => {
-            match f {
-                Func::PgGetExpr => arg(0),
-                Func::PgGetIndexdef => Value::Text(String::new()),
-                _ => Value::Null,
+        Func::PgGetIndexdef | Func::PgGetConstraintdef => {
+            let oid = int_arg(&arg(0))?;
+            match ctx.session.index_defs.get(&oid) {
+                Some((index, constraint)) => Value::Text(if f == Func::PgGetIndexdef {
+                    index.clone()
+                } else {
+                    constraint.clone()
+                }),
+                None => Value::Null,
             }
         }
+        Func::ObjDescription | Func::PgGetExpr | Func::ArrayToString => match f {
+            Func::PgGetExpr => arg(0),
+            _ => Value::Null,
+        },
         Func::PgEncodingToChar => Value::Text("UTF8".into()),
         Func::Extract | Func::DatePart => {
             let field = text_arg(&arg(0)).unwrap_or_default().to_ascii_lowercase();

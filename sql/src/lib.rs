@@ -38,4 +38,6 @@ pub mod vtable;
 
 pub use error::{Error, Result, SqlState};
 pub use session::{ExecResult, Prepared, Session, SqlServer, TxnStatus};
+/// The parser, for layers above that handle statements (the wire protocol's COPY).
+pub use sqlparser;
 pub use types::{DataType, Value};

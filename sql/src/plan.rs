@@ -282,6 +282,11 @@ pub struct Planner<'a> {
     outer: Vec<Scope>,
     /// For each subquery being bound (innermost last): whether it is correlated.
     correlated: Vec<bool>,
+    /// Catalog queries (those reading pg_catalog or information_schema) bind what
+    /// Cairn does not support (arrays, unknown functions) to expressions that fail
+    /// only when evaluated: drivers and psql ask for catalog columns of features
+    /// Cairn lacks, over rows that never exist.
+    pub lenient: bool,
 }
 
 fn ident_name(i: &ast::Ident) -> String {
@@ -357,7 +362,18 @@ pub fn data_type(t: &ast::DataType) -> Result<DataType> {
                 "timestamptz" => DataType::TimestampTz,
                 "oid" | "regclass" | "regtype" | "regproc" | "regnamespace" => DataType::Oid,
                 "name" => DataType::Name,
-                "string" => DataType::Text,
+                "string" | "text" => DataType::Text,
+                "int4" | "integer" => DataType::Int4,
+                "int8" | "bigint" => DataType::Int8,
+                "int2" | "smallint" => DataType::Int2,
+                "bool" | "boolean" => DataType::Bool,
+                "varchar" => DataType::Varchar(None),
+                "bpchar" | "char" => DataType::Char(None),
+                "numeric" => DataType::Numeric,
+                "date" => DataType::Date,
+                "timestamp" => DataType::Timestamp,
+                "bytea" => DataType::Bytea,
+                "uuid" => DataType::Uuid,
                 "float8" => DataType::Float8,
                 "float4" => DataType::Float4,
                 other => {
@@ -522,6 +538,7 @@ impl<'a> Planner<'a> {
             subplans: Vec::new(),
             outer: Vec::new(),
             correlated: Vec::new(),
+            lenient: tables.values().any(|t| matches!(t, TableRef::Virtual(_))),
         }
     }
 
@@ -1138,6 +1155,16 @@ impl<'a> Planner<'a> {
                 name, alias, args, ..
             } => {
                 if args.is_some() {
+                    if self.lenient {
+                        // A set-returning function in a catalog query: no rows.
+                        let name = alias
+                            .as_ref()
+                            .map(|a| ident_name(&a.name))
+                            .unwrap_or_default();
+                        let mut col = Column::new(name.clone(), DataType::Int8);
+                        col.qualifier = Some(name);
+                        return Ok((Plan::Values { rows: vec![] }, Scope { columns: vec![col] }));
+                    }
                     return Err(unsupported("table functions are not supported"));
                 }
                 let qualifier = match alias {
@@ -1236,6 +1263,29 @@ impl<'a> Planner<'a> {
     /// aggregate calls become columns of the aggregation's output. `hint` is the type
     /// the context expects, given to parameters and untyped literals.
     fn bind_expr_hint(
+        &mut self,
+        e: &ast::Expr,
+        scope: &Scope,
+        agg: Option<&mut AggScope>,
+        hint: Option<DataType>,
+    ) -> Result<(Expr, DataType)> {
+        match self.bind_expr_strict(e, scope, agg, hint) {
+            Err(err)
+                if self.lenient
+                    && matches!(
+                        err.code,
+                        SqlState::FeatureNotSupported
+                            | SqlState::UndefinedFunction
+                            | SqlState::UndefinedObject
+                    ) =>
+            {
+                Ok((Expr::Error(err.code, err.message), DataType::Unknown))
+            }
+            r => r,
+        }
+    }
+
+    fn bind_expr_strict(
         &mut self,
         e: &ast::Expr,
         scope: &Scope,
@@ -1607,6 +1657,7 @@ impl<'a> Planner<'a> {
                 let (func, ty) = functions::resolve(f, &[t])?;
                 (Expr::Func(func, vec![x]), ty)
             }
+            E::Collate { expr, .. } => bind(self, expr, hint)?,
             E::Tuple(_) => return Err(unsupported("row values are not supported")),
             other => return Err(unsupported(format!("expression {other} is not supported"))),
         })
@@ -1680,6 +1731,26 @@ impl<'a> Planner<'a> {
             B::StringConcat => BinOp::Concat,
             B::And => BinOp::And,
             B::Or => BinOp::Or,
+            B::PGRegexMatch | B::PGRegexIMatch | B::PGRegexNotMatch | B::PGRegexNotIMatch => {
+                return self.bind_regex(left, op, right, scope, agg);
+            }
+            B::PGCustomBinaryOperator(parts) => {
+                // OPERATOR(pg_catalog.~) and friends.
+                let op = match parts.last().map(String::as_str) {
+                    Some("~") => B::PGRegexMatch,
+                    Some("~*") => B::PGRegexIMatch,
+                    Some("!~") => B::PGRegexNotMatch,
+                    Some("!~*") => B::PGRegexNotIMatch,
+                    Some("=") => B::Eq,
+                    Some("<>") => B::NotEq,
+                    Some("<") => B::Lt,
+                    Some(">") => B::Gt,
+                    Some("<=") => B::LtEq,
+                    Some(">=") => B::GtEq,
+                    _ => return Err(unsupported(format!("operator {op}"))),
+                };
+                return self.bind_binary(left, &op, right, scope, agg);
+            }
             other => comparison_op(other)?,
         };
         let hint_side = matches!(bop, BinOp::And | BinOp::Or).then_some(DataType::Bool);
@@ -1733,6 +1804,26 @@ impl<'a> Planner<'a> {
             x
         };
         Ok((x, ty))
+    }
+
+    fn bind_regex(
+        &mut self,
+        left: &ast::Expr,
+        op: &ast::BinaryOperator,
+        right: &ast::Expr,
+        scope: &Scope,
+        mut agg: Option<&mut AggScope>,
+    ) -> Result<(Expr, DataType)> {
+        use ast::BinaryOperator as B;
+        let (l, _) = self.bind_expr_hint(left, scope, agg.as_deref_mut(), Some(DataType::Text))?;
+        let (r, _) = self.bind_expr_hint(right, scope, agg, Some(DataType::Text))?;
+        let x = Expr::Regex {
+            expr: Box::new(l),
+            pattern: Box::new(r),
+            case_insensitive: matches!(op, B::PGRegexIMatch | B::PGRegexNotIMatch),
+        };
+        let negated = matches!(op, B::PGRegexNotMatch | B::PGRegexNotIMatch);
+        Ok((x.negate_if(negated), DataType::Bool))
     }
 
     fn bind_function(

@@ -38,6 +38,19 @@ use crate::plan::{Column, Planned, Planner, TableRef, table_key};
 use crate::types::{DataType, Value, ts_from_naive};
 use crate::vtable::VirtualTable;
 
+/// Rows per transaction of a COPY outside a transaction block.
+pub const COPY_BATCH_ROWS: usize = 1000;
+
+/// What [`Session::execute_in_txn`] runs.
+enum Work<'a> {
+    Statement(&'a ast::Statement, &'a [Value]),
+    Copy {
+        table: &'a ast::ObjectName,
+        columns: &'a [ast::Ident],
+        rows: &'a [Vec<Option<String>>],
+    },
+}
+
 /// How many times an implicit transaction restarts after a serialization failure.
 pub const MAX_IMPLICIT_RETRIES: u32 = 50;
 
@@ -377,6 +390,7 @@ impl Session {
             settings: self.settings.clone(),
             backend_pid: self.backend_pid,
             node_id: self.server.node_id,
+            index_defs: HashMap::new(),
         }
     }
 
@@ -404,6 +418,88 @@ impl Session {
             }
         }
         out
+    }
+
+    /// A statement that did not parse fails an open transaction, as in Postgres.
+    pub fn syntax_error(&mut self) {
+        self.fail_txn();
+    }
+
+    /// The connection went away: an open transaction is rolled back.
+    pub async fn close(&mut self) {
+        if let State::Open(mut txn) | State::Failed(mut txn) =
+            std::mem::replace(&mut self.state, State::Idle)
+        {
+            txn.rollback().await;
+        }
+    }
+
+    /// A statement was cancelled while it ran (its future was dropped). An explicit
+    /// transaction it ran in is now failed; an implicit one was abandoned, and its
+    /// record expires.
+    pub fn cancelled(&mut self, was_in_txn: bool) {
+        if was_in_txn {
+            let txn = match std::mem::replace(&mut self.state, State::Idle) {
+                State::Open(t) | State::Failed(t) => t,
+                State::Idle => Box::new(self.server.db.begin()),
+            };
+            self.state = State::Failed(txn);
+        }
+    }
+
+    /// Sets a session parameter the client sent in its startup message.
+    pub fn set_startup_parameter(&mut self, name: &str, value: &str) {
+        let _ = self.set_variable(name, value.to_string());
+    }
+
+    /// Fails with 3D000 when the session's database does not exist.
+    pub async fn check_database(&mut self) -> Result<()> {
+        let database = self.database.clone();
+        let mut txn = self.server.db.begin();
+        let r = database_id(&mut txn, &database).await;
+        txn.rollback().await;
+        r.map(|_| ())
+    }
+
+    /// The number of columns a COPY into `table` (with `columns`, or all) takes.
+    pub async fn copy_columns(
+        &mut self,
+        table: &ast::ObjectName,
+        columns: &[ast::Ident],
+    ) -> Result<usize> {
+        let (_, name) = crate::plan::object_name(table)?;
+        let n = columns.len();
+        self.with_read_txn(|txn, db_id| {
+            Box::pin(async move {
+                let t = catalog::must_get_table(txn, db_id, &name).await?;
+                Ok(if n == 0 {
+                    t.columns.iter().filter(|c| !c.hidden).count()
+                } else {
+                    n
+                })
+            })
+        })
+        .await
+    }
+
+    /// Inserts rows given as text fields (COPY FROM), in batches of
+    /// [`COPY_BATCH_ROWS`]; outside a transaction block each batch commits alone.
+    pub async fn copy_from(
+        &mut self,
+        table: &ast::ObjectName,
+        columns: &[ast::Ident],
+        rows: Vec<Vec<Option<String>>>,
+    ) -> Result<u64> {
+        let mut total = 0;
+        for chunk in rows.chunks(COPY_BATCH_ROWS) {
+            let work = Work::Copy {
+                table,
+                columns,
+                rows: chunk,
+            };
+            total += self.execute_in_txn(&work).await?.1;
+        }
+        Ok(total)
     }
 
     fn fail_txn(&mut self) {
@@ -656,7 +752,7 @@ impl Session {
             S::Discard { .. } => Ok(ExecResult::Command {
                 tag: "DISCARD ALL".into(),
             }),
-            _ => self.execute_in_txn(stmt, params).await,
+            _ => Ok(self.execute_in_txn(&Work::Statement(stmt, params)).await?.0),
         }
     }
 
@@ -730,15 +826,11 @@ impl Session {
         })
     }
 
-    /// Runs a statement in the open transaction or an implicit one.
-    async fn execute_in_txn(
-        &mut self,
-        stmt: &ast::Statement,
-        params: &[Value],
-    ) -> Result<ExecResult> {
+    /// Runs work in the open transaction or an implicit one.
+    async fn execute_in_txn(&mut self, work: &Work<'_>) -> Result<(ExecResult, u64)> {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Open(mut txn) => {
-                let r = self.run(&mut txn, stmt, params).await;
+                let r = self.run_work(&mut txn, work).await;
                 self.state = if r.is_ok() {
                     State::Open(txn)
                 } else {
@@ -758,7 +850,7 @@ impl Session {
                 let mut attempt = 0;
                 loop {
                     attempt += 1;
-                    let r = match self.run(&mut txn, stmt, params).await {
+                    let r = match self.run_work(&mut txn, work).await {
                         Ok(v) => txn.commit().await.map(|()| v).map_err(Error::from),
                         Err(e) => Err(e),
                     };
@@ -774,6 +866,80 @@ impl Session {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    async fn run_work(&self, txn: &mut Txn, work: &Work<'_>) -> Result<(ExecResult, u64)> {
+        match work {
+            Work::Statement(stmt, params) => {
+                let r = self.run(txn, stmt, params).await?;
+                Ok((r, 0))
+            }
+            Work::Copy {
+                table,
+                columns,
+                rows,
+            } => {
+                let db_id = database_id(txn, &self.database).await?;
+                let (_, name) = crate::plan::object_name(table)?;
+                let t = catalog::must_get_table(txn, db_id, &name).await?;
+                let targets: Vec<usize> = if columns.is_empty() {
+                    (0..t.columns.len())
+                        .filter(|&i| !t.columns[i].hidden)
+                        .collect()
+                } else {
+                    columns
+                        .iter()
+                        .map(|c| {
+                            let n = ident_lower(c);
+                            t.column(&n).map(|(i, _)| i).ok_or_else(|| {
+                                Error::new(
+                                    SqlState::UndefinedColumn,
+                                    format!("column \"{n}\" of relation \"{name}\" does not exist"),
+                                )
+                            })
+                        })
+                        .collect::<Result<_>>()?
+                };
+                let mut values = Vec::with_capacity(rows.len());
+                for (line, row) in rows.iter().enumerate() {
+                    if row.len() != targets.len() {
+                        return Err(Error::new(
+                            SqlState::BadCopyFileFormat,
+                            format!(
+                                "COPY {name}, line {}: expected {} columns, got {}",
+                                line + 1,
+                                targets.len(),
+                                row.len()
+                            ),
+                        ));
+                    }
+                    let mut out = Vec::with_capacity(row.len());
+                    for (field, &pos) in row.iter().zip(&targets) {
+                        out.push(Expr::Const(match field {
+                            None => Value::Null,
+                            Some(s) => Value::parse(t.columns[pos].ty, s)?,
+                        }));
+                    }
+                    values.push(out);
+                }
+                let planned = Planned::Insert {
+                    table: t,
+                    targets,
+                    source: crate::plan::Plan::Values { rows: values },
+                    on_conflict: crate::plan::OnConflict::Error,
+                    returning: None,
+                };
+                let info = self.info(txn);
+                let mut exec = Executor::new(txn, &[], &info, &[], db_id);
+                let outcome = exec.execute(&planned).await?;
+                Ok((
+                    ExecResult::Command {
+                        tag: format!("COPY {}", outcome.affected),
+                    },
+                    outcome.affected,
+                ))
             }
         }
     }
@@ -829,7 +995,10 @@ impl Session {
                 let tables = resolve_tables(txn, db_id, stmt).await?;
                 let hints = params.iter().map(|_| None).collect();
                 let (planned, subplans, _) = plan_statement(stmt, &tables, hints)?;
-                let info = self.info(txn);
+                let mut info = self.info(txn);
+                if tables.values().any(|t| matches!(t, TableRef::Virtual(_))) {
+                    info.index_defs = index_definitions(txn, db_id).await?;
+                }
                 let mut exec = Executor::new(txn, params, &info, &subplans, db_id);
                 let outcome = exec.execute(&planned).await?;
                 let columns = planned.columns();
@@ -910,6 +1079,45 @@ impl Session {
         let (planned, subplans, _) = plan_statement(stmt, &tables, Vec::new())?;
         Ok(crate::explain::explain(&planned, &subplans))
     }
+}
+
+/// Every index's definition, by OID, for `pg_get_indexdef` and
+/// `pg_get_constraintdef`.
+async fn index_definitions(txn: &mut Txn, db_id: u64) -> Result<HashMap<i64, (String, String)>> {
+    let mut defs = HashMap::new();
+    for t in catalog::list_tables(txn, db_id).await? {
+        for ix in crate::vtable::visible_indexes(&t) {
+            let cols: Vec<String> = ix
+                .columns
+                .iter()
+                .filter_map(|(c, dir)| {
+                    let col = t.columns.iter().find(|x| x.id == *c)?;
+                    Some(match dir {
+                        cairn_kv::keys::Direction::Asc => col.name.clone(),
+                        cairn_kv::keys::Direction::Desc => format!("{} DESC", col.name),
+                    })
+                })
+                .collect();
+            let primary = ix.id == catalog::PRIMARY_INDEX_ID;
+            let unique = primary || ix.unique;
+            let index = format!(
+                "CREATE {}INDEX {} ON public.{} USING btree ({})",
+                if unique { "UNIQUE " } else { "" },
+                ix.name,
+                t.name,
+                cols.join(", ")
+            );
+            let constraint = if primary {
+                format!("PRIMARY KEY ({})", cols.join(", "))
+            } else if ix.unique {
+                format!("UNIQUE ({})", cols.join(", "))
+            } else {
+                String::new()
+            };
+            defs.insert(crate::vtable::index_oid(&t, ix.id), (index, constraint));
+        }
+    }
+    Ok(defs)
 }
 
 async fn database_id(txn: &mut Txn, name: &str) -> Result<u64> {

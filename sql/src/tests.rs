@@ -17,6 +17,31 @@ async fn tally(file: &std::path::Path) -> slt::Tally {
         .expect("file parses")
 }
 
+/// Every scripted test file passes, record by record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testscripts() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/testscripts");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("testscripts directory")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let mut report = String::new();
+    for f in &files {
+        let t = tally(f).await;
+        if t.failed > 0 {
+            report.push_str(&format!("{}: {} failed\n", f.display(), t.failed));
+            for fail in &t.failures {
+                report.push_str(&format!("  {fail}\n"));
+            }
+        }
+        assert!(t.passed > 0, "{} ran nothing", f.display());
+    }
+    assert!(report.is_empty(), "{report}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "development aid: prints conformance tallies"]
 async fn conformance_tallies() {

@@ -118,6 +118,15 @@ impl DataType {
         }
     }
 
+    /// The name without a length (`information_schema.columns.data_type`).
+    pub fn base_name(self) -> String {
+        match self {
+            DataType::Varchar(_) => DataType::Varchar(None).name(),
+            DataType::Char(_) => DataType::Char(None).name(),
+            t => t.name(),
+        }
+    }
+
     /// The size Postgres reports in RowDescription (-1: variable).
     pub fn wire_size(self) -> i16 {
         match self {

@@ -36,6 +36,19 @@ pub enum VirtualTable {
     InfoTables,
     InfoColumns,
     InfoSchemata,
+    PgCollation,
+    PgStatisticExt,
+    PgPublication,
+    PgPublicationNamespace,
+    PgPublicationRel,
+    PgTrigger,
+    PgRewrite,
+    PgPolicy,
+    PgProc,
+    PgExtension,
+    PgEnum,
+    PgRange,
+    PgTablespace,
 }
 
 /// Names that resolve to pg_catalog without a schema (Postgres searches pg_catalog
@@ -64,6 +77,19 @@ impl VirtualTable {
             "information_schema.tables" => VirtualTable::InfoTables,
             "information_schema.columns" => VirtualTable::InfoColumns,
             "information_schema.schemata" => VirtualTable::InfoSchemata,
+            "pg_catalog.pg_collation" => VirtualTable::PgCollation,
+            "pg_catalog.pg_statistic_ext" => VirtualTable::PgStatisticExt,
+            "pg_catalog.pg_publication" => VirtualTable::PgPublication,
+            "pg_catalog.pg_publication_namespace" => VirtualTable::PgPublicationNamespace,
+            "pg_catalog.pg_publication_rel" => VirtualTable::PgPublicationRel,
+            "pg_catalog.pg_trigger" => VirtualTable::PgTrigger,
+            "pg_catalog.pg_rewrite" => VirtualTable::PgRewrite,
+            "pg_catalog.pg_policy" => VirtualTable::PgPolicy,
+            "pg_catalog.pg_proc" => VirtualTable::PgProc,
+            "pg_catalog.pg_extension" => VirtualTable::PgExtension,
+            "pg_catalog.pg_enum" => VirtualTable::PgEnum,
+            "pg_catalog.pg_range" => VirtualTable::PgRange,
+            "pg_catalog.pg_tablespace" => VirtualTable::PgTablespace,
             _ => return None,
         })
     }
@@ -96,6 +122,11 @@ impl VirtualTable {
                 ("relpartbound", Text),
                 ("reloptions", Text),
                 ("relacl", Text),
+                ("reltoastrelid", Oid),
+                ("relpages", Int4),
+                ("relallvisible", Int4),
+                ("relisshared", Bool),
+                ("relfilenode", Oid),
             ],
             VirtualTable::PgAttribute => &[
                 ("attrelid", Oid),
@@ -128,6 +159,12 @@ impl VirtualTable {
                 ("typoutput", Oid),
                 ("typreceive", Oid),
                 ("typdelim", Text),
+                ("typcollation", Oid),
+                ("typbyval", Bool),
+                ("typalign", Text),
+                ("typstorage", Text),
+                ("typdefault", Text),
+                ("typisdefined", Bool),
             ],
             VirtualTable::PgIndex => &[
                 ("indexrelid", Oid),
@@ -181,6 +218,10 @@ impl VirtualTable {
                 ("conindid", Oid),
                 ("conkey", Text),
                 ("confrelid", Oid),
+                ("condeferrable", Bool),
+                ("condeferred", Bool),
+                ("convalidated", Bool),
+                ("conparentid", Oid),
             ],
             VirtualTable::PgDescription => &[
                 ("objoid", Oid),
@@ -188,9 +229,93 @@ impl VirtualTable {
                 ("objsubid", Int4),
                 ("description", Text),
             ],
-            VirtualTable::PgInherits => {
-                &[("inhrelid", Oid), ("inhparent", Oid), ("inhseqno", Int4)]
+            VirtualTable::PgInherits => &[
+                ("inhrelid", Oid),
+                ("inhparent", Oid),
+                ("inhseqno", Int4),
+                ("inhdetachpending", Bool),
+            ],
+            VirtualTable::PgCollation => &[
+                ("oid", Oid),
+                ("collname", Name),
+                ("collnamespace", Oid),
+                ("collprovider", Text),
+            ],
+            VirtualTable::PgStatisticExt => &[
+                ("oid", Oid),
+                ("stxrelid", Oid),
+                ("stxname", Name),
+                ("stxnamespace", Oid),
+                ("stxkind", Text),
+                ("stxstattarget", Int4),
+            ],
+            VirtualTable::PgPublication => &[
+                ("oid", Oid),
+                ("pubname", Name),
+                ("puballtables", Bool),
+                ("pubinsert", Bool),
+                ("pubupdate", Bool),
+                ("pubdelete", Bool),
+                ("pubtruncate", Bool),
+                ("pubviaroot", Bool),
+            ],
+            VirtualTable::PgPublicationNamespace => {
+                &[("oid", Oid), ("pnpubid", Oid), ("pnnspid", Oid)]
             }
+            VirtualTable::PgPublicationRel => &[
+                ("oid", Oid),
+                ("prpubid", Oid),
+                ("prrelid", Oid),
+                ("prqual", Text),
+                ("prattrs", Text),
+            ],
+            VirtualTable::PgTrigger => &[
+                ("oid", Oid),
+                ("tgrelid", Oid),
+                ("tgname", Name),
+                ("tgenabled", Text),
+                ("tgisinternal", Bool),
+                ("tgparentid", Oid),
+            ],
+            VirtualTable::PgRewrite => &[
+                ("oid", Oid),
+                ("rulename", Name),
+                ("ev_class", Oid),
+                ("ev_type", Text),
+                ("ev_enabled", Text),
+            ],
+            VirtualTable::PgPolicy => &[
+                ("oid", Oid),
+                ("polname", Name),
+                ("polrelid", Oid),
+                ("polcmd", Text),
+                ("polpermissive", Bool),
+                ("polroles", Text),
+                ("polqual", Text),
+                ("polwithcheck", Text),
+            ],
+            VirtualTable::PgProc => &[
+                ("oid", Oid),
+                ("proname", Name),
+                ("pronamespace", Oid),
+                ("prokind", Text),
+                ("prorettype", Oid),
+                ("proargtypes", Text),
+            ],
+            VirtualTable::PgExtension => &[
+                ("oid", Oid),
+                ("extname", Name),
+                ("extnamespace", Oid),
+                ("extversion", Text),
+            ],
+            VirtualTable::PgEnum => &[
+                ("oid", Oid),
+                ("enumtypid", Oid),
+                ("enumsortorder", Float4),
+                ("enumlabel", Name),
+            ],
+            VirtualTable::PgRange => &[("rngtypid", Oid), ("rngsubtype", Oid)],
+            VirtualTable::PgTablespace => &[("oid", Oid), ("spcname", Name), ("spcowner", Oid)],
             VirtualTable::PgAm => &[("oid", Oid), ("amname", Name), ("amtype", Text)],
             VirtualTable::PgSettings => &[("name", Text), ("setting", Text)],
             VirtualTable::PgTables => &[
@@ -251,7 +376,7 @@ impl VirtualTable {
                         t.columns.len() as i64,
                         !t.indexes.is_empty(),
                     ));
-                    for ix in t.all_indexes() {
+                    for ix in visible_indexes(&t) {
                         rows.push(class_row(
                             index_oid(&t, ix.id),
                             &ix.name,
@@ -286,7 +411,7 @@ impl VirtualTable {
                             int(0),
                         ]);
                     }
-                    for ix in t.all_indexes() {
+                    for ix in visible_indexes(&t) {
                         for (n, (col, _)) in ix.columns.iter().enumerate() {
                             let Ok(pos) = t.column_position(*col) else {
                                 continue;
@@ -376,6 +501,12 @@ impl VirtualTable {
                         int(0),
                         int(0),
                         text(","),
+                        int(if t.is_text() { 100 } else { 0 }),
+                        b(t.wire_size() > 0 && t.wire_size() <= 8),
+                        text("i"),
+                        text("p"),
+                        Value::Null,
+                        b(true),
                     ]
                 })
                 .collect()
@@ -383,7 +514,7 @@ impl VirtualTable {
             VirtualTable::PgIndex => {
                 let mut rows = Vec::new();
                 for t in catalog::list_tables(txn, db_id).await? {
-                    for ix in t.all_indexes() {
+                    for ix in visible_indexes(&t) {
                         let key: Vec<String> = ix
                             .columns
                             .iter()
@@ -456,7 +587,7 @@ impl VirtualTable {
             VirtualTable::PgConstraint => {
                 let mut rows = Vec::new();
                 for t in catalog::list_tables(txn, db_id).await? {
-                    for ix in t.all_indexes() {
+                    for ix in visible_indexes(&t) {
                         if !(ix.unique || ix.id == catalog::PRIMARY_INDEX_ID) {
                             continue;
                         }
@@ -473,12 +604,38 @@ impl VirtualTable {
                             int(index_oid(&t, ix.id)),
                             Value::Null,
                             int(0),
+                            b(false),
+                            b(false),
+                            b(true),
+                            int(0),
                         ]);
                     }
                 }
                 rows
             }
-            VirtualTable::PgDescription | VirtualTable::PgInherits => vec![],
+            VirtualTable::PgDescription
+            | VirtualTable::PgInherits
+            | VirtualTable::PgStatisticExt
+            | VirtualTable::PgPublication
+            | VirtualTable::PgPublicationNamespace
+            | VirtualTable::PgPublicationRel
+            | VirtualTable::PgTrigger
+            | VirtualTable::PgRewrite
+            | VirtualTable::PgPolicy
+            | VirtualTable::PgProc
+            | VirtualTable::PgExtension
+            | VirtualTable::PgEnum
+            | VirtualTable::PgRange => vec![],
+            VirtualTable::PgCollation => vec![vec![
+                int(100),
+                text("default"),
+                int(PG_CATALOG_OID),
+                text("d"),
+            ]],
+            VirtualTable::PgTablespace => vec![
+                vec![int(1663), text("pg_default"), int(10)],
+                vec![int(1664), text("pg_global"), int(10)],
+            ],
             VirtualTable::PgAm => vec![vec![int(403), text("btree"), text("i")]],
             VirtualTable::PgSettings => vec![],
             VirtualTable::PgTables => catalog::list_tables(txn, db_id)
@@ -523,7 +680,7 @@ impl VirtualTable {
                             int(i as i64 + 1),
                             c.default.as_deref().map(text).unwrap_or(Value::Null),
                             text(if c.nullable { "YES" } else { "NO" }),
-                            text(&c.ty.name()),
+                            text(&c.ty.base_name()),
                             len,
                             text(&c.ty.name()),
                         ]);
@@ -544,6 +701,14 @@ fn typmod(ty: DataType) -> i64 {
         DataType::Varchar(Some(n)) | DataType::Char(Some(n)) => i64::from(n) + 4,
         _ => -1,
     }
+}
+
+/// The indexes Postgres would show: a table without a declared primary key has no
+/// primary index (its hidden row id key stays hidden).
+pub fn visible_indexes(t: &TableDesc) -> impl Iterator<Item = &crate::catalog::IndexDesc> {
+    let hidden_pk = t.columns.iter().any(|c| c.hidden);
+    t.all_indexes()
+        .filter(move |ix| !(hidden_pk && ix.id == catalog::PRIMARY_INDEX_ID))
 }
 
 /// The OID of an index.
@@ -577,5 +742,10 @@ fn class_row(oid: i64, name: &str, kind: &str, natts: i64, has_index: bool) -> R
         Value::Null,
         Value::Null,
         Value::Null,
+        Value::Int(0),
+        Value::Int(0),
+        Value::Int(0),
+        Value::Bool(false),
+        Value::Int(oid),
     ]
 }

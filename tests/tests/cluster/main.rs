@@ -7,4 +7,5 @@ mod list_append;
 mod processes;
 mod replication;
 mod splits;
+mod sql;
 mod txn;
