@@ -2083,6 +2083,22 @@ impl<'a> Planner<'a> {
         };
         let table_scope = table_scope(&table, &table.name);
         let on_conflict = match &ins.on {
+            // UPSERT (see `session::parse`): the given columns replace an existing
+            // row's.
+            None if ins.replace_into => {
+                let width = table.columns.len();
+                let pk = table.primary_positions()?;
+                let sets: Vec<(usize, Expr)> = targets
+                    .iter()
+                    .filter(|p| !pk.contains(p))
+                    .map(|&p| (p, Expr::Column(width + p)))
+                    .collect();
+                if sets.is_empty() {
+                    OnConflict::DoNothing
+                } else {
+                    OnConflict::DoUpdate { sets, filter: None }
+                }
+            }
             None => OnConflict::Error,
             Some(ast::OnInsert::OnConflict(oc)) => match &oc.action {
                 ast::OnConflictAction::DoNothing => OnConflict::DoNothing,

@@ -192,8 +192,54 @@ fn default_settings(database: &str) -> Vec<(String, String)> {
 }
 
 /// Parses SQL text into statements (Postgres dialect); a syntax error is 42601.
+///
+/// CockroachDB's `UPSERT INTO t ...` is accepted too: it is parsed as an INSERT
+/// whose `replace_into` flag (MySQL's REPLACE, never set by the Postgres dialect)
+/// marks it, and planned as INSERT ... ON CONFLICT DO UPDATE of every column.
 pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
-    Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| syntax(e.to_string()))
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let dialect = PostgreSqlDialect {};
+    let mut tokens = Tokenizer::new(&dialect, sql)
+        .tokenize()
+        .map_err(|e| syntax(e.to_string()))?;
+    // Statements (by position) that began with UPSERT.
+    let mut upserts = Vec::new();
+    let mut statement = 0;
+    let mut at_start = true;
+    for t in &mut tokens {
+        match t {
+            Token::Whitespace(_) => {}
+            Token::SemiColon => {
+                if !at_start {
+                    statement += 1;
+                }
+                at_start = true;
+            }
+            Token::Word(w)
+                if at_start
+                    && w.quote_style.is_none()
+                    && w.value.eq_ignore_ascii_case("upsert") =>
+            {
+                *t = Token::make_keyword("INSERT");
+                upserts.push(statement);
+                at_start = false;
+            }
+            _ => at_start = false,
+        }
+    }
+    let mut stmts = Parser::new(&dialect)
+        .with_tokens(tokens)
+        .parse_statements()
+        .map_err(|e| syntax(e.to_string()))?;
+    for i in upserts {
+        if let Some(ast::Statement::Insert(ins)) = stmts.get_mut(i) {
+            if ins.on.is_some() {
+                return Err(syntax("UPSERT cannot have an ON CONFLICT clause"));
+            }
+            ins.replace_into = true;
+        }
+    }
+    Ok(stmts)
 }
 
 /// Binds a column DEFAULT expression (stored as SQL text) to an expression over no

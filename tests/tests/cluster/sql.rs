@@ -502,7 +502,7 @@ async fn psql_lists_and_describes_tables() {
         .unwrap();
     let (host, port) = addr.rsplit_once(':').unwrap();
     let url = format!("postgresql://root@{host}:{port}/defaultdb?sslmode=disable");
-    let psql = |cmd: &str| {
+    let psql = move |cmd: &str| {
         let out = std::process::Command::new("psql")
             .args([url.as_str(), "-X", "-c", cmd])
             .output()
@@ -536,5 +536,44 @@ async fn psql_lists_and_describes_tables() {
         "accounts_owner",
     ] {
         assert!(d.contains(want), "\\d accounts lacks {want}:\n{d}");
+    }
+}
+
+/// psycopg 3, psycopg2 and asyncpg (in a virtual environment made by
+/// `tests/drivers/setup.sh`) run DDL, parameterised DML and transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn python_drivers_work() {
+    let c = Cluster::start(3).await;
+    let addr = sql_addr(&c, 2).await;
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("drivers");
+    let setup = tokio::process::Command::new(dir.join("setup.sh"))
+        .output()
+        .await
+        .expect("run setup.sh");
+    assert!(
+        setup.status.success(),
+        "setup.sh: {}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let python = String::from_utf8_lossy(&setup.stdout).trim().to_string();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(&python)
+            .arg(dir.join("drivers.py"))
+            .args([host, port])
+            .output(),
+    )
+    .await
+    .expect("drivers.py finishes")
+    .expect("run drivers.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "drivers.py failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for driver in ["psycopg3 ok", "psycopg2 ok", "asyncpg ok"] {
+        assert!(stdout.contains(driver), "{stdout}");
     }
 }
