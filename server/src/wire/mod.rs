@@ -589,7 +589,7 @@ impl Conn {
                 return Ok(Ok(()));
             };
             if copy::is_copy_from_stdin(&stmt) {
-                return Ok(self.copy_in(session, &stmt).await?);
+                return self.copy_in(session, &stmt).await;
             }
             match Self::run_statement(session, &stmt, &portal.params, cancel).await {
                 Ok(ExecResult::Rows { rows, tag, .. }) => {

@@ -546,9 +546,10 @@ async fn python_drivers_work() {
     let c = Cluster::start(3).await;
     let addr = sql_addr(&c, 2).await;
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("drivers");
-    let setup = tokio::process::Command::new(dir.join("setup.sh"))
-        .output()
+    let setup_sh = dir.join("setup.sh");
+    let setup = tokio::task::spawn_blocking(move || std::process::Command::new(setup_sh).output())
         .await
+        .unwrap()
         .expect("run setup.sh");
     assert!(
         setup.status.success(),
@@ -557,15 +558,16 @@ async fn python_drivers_work() {
     );
     let python = String::from_utf8_lossy(&setup.stdout).trim().to_string();
     let (host, port) = addr.rsplit_once(':').unwrap();
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(&python)
-            .arg(dir.join("drivers.py"))
-            .args([host, port])
-            .output(),
-    )
+    let script = dir.join("drivers.py");
+    let args = [host.to_string(), port.to_string()];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .arg(script)
+            .args(args)
+            .output()
+    })
     .await
-    .expect("drivers.py finishes")
+    .unwrap()
     .expect("run drivers.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
