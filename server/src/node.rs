@@ -62,6 +62,11 @@ pub struct NodeConfig {
     pub liveness_ttl: Duration,
     /// The most SQL connections served at once.
     pub max_sql_connections: usize,
+    /// Trust every SQL client (no password). Otherwise clients authenticate with
+    /// SCRAM-SHA-256 against the users stored in the cluster.
+    pub insecure: bool,
+    /// A password root gets when the node finds root without one.
+    pub root_password: Option<String>,
 }
 
 impl NodeConfig {
@@ -79,6 +84,8 @@ impl NodeConfig {
             liveness_interval: Duration::from_secs(1),
             liveness_ttl: Duration::from_millis(4500),
             max_sql_connections: crate::wire::DEFAULT_MAX_CONNECTIONS,
+            insecure: true,
+            root_password: None,
         }
     }
 }
@@ -234,6 +241,11 @@ impl Node {
         &self.sql_addr
     }
 
+    /// Whether SQL clients are trusted without a password.
+    pub fn insecure(&self) -> bool {
+        self.config.insecure
+    }
+
     /// The SQL layer, once the node serves and the cluster's catalog exists.
     pub fn sql_server(&self) -> Option<Arc<cairn_sql::SqlServer>> {
         self.sql.read().clone()
@@ -378,9 +390,10 @@ impl Node {
             id.0,
         );
         let me = self.me.clone();
+        let root_password = self.config.root_password.clone();
         self.spawn(async move {
             loop {
-                match sql.bootstrap().await {
+                match sql.bootstrap(root_password.as_deref()).await {
                     Ok(()) => {
                         if let Some(node) = me.upgrade() {
                             *node.sql.write() = Some(sql);

@@ -298,6 +298,43 @@ pub async fn drop_table(txn: &mut Txn, table: &TableDesc) -> Result<()> {
     Ok(())
 }
 
+/// A SQL user: its name and SCRAM verifier (none: the user cannot log in with a
+/// password).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    pub verifier: Option<String>,
+}
+
+pub async fn get_user(txn: &mut Txn, name: &str) -> Result<Option<UserRecord>> {
+    match txn.get(&keys::user_key(name)).await? {
+        Some(v) => postcard::from_bytes(&v)
+            .map(Some)
+            .map_err(|e| internal(format!("decoding user: {e}"))),
+        None => Ok(None),
+    }
+}
+
+pub async fn put_user(txn: &mut Txn, user: &UserRecord) -> Result<()> {
+    let bytes = postcard::to_stdvec(user).map_err(|e| internal(format!("encoding user: {e}")))?;
+    txn.put(&keys::user_key(&user.name), &bytes).await?;
+    Ok(())
+}
+
+pub async fn delete_user(txn: &mut Txn, name: &str) -> Result<()> {
+    txn.delete(&keys::user_key(name)).await?;
+    Ok(())
+}
+
+pub async fn list_users(txn: &mut Txn) -> Result<Vec<UserRecord>> {
+    let (start, end) = keys::user_span();
+    txn.scan(&start, &end, 0)
+        .await?
+        .into_iter()
+        .map(|(_, v)| postcard::from_bytes(&v).map_err(|e| internal(format!("decoding user: {e}"))))
+        .collect()
+}
+
 /// Creates the databases every cluster has (`defaultdb`, `postgres`), if missing.
 /// Safe to run on every node at every start: concurrent runs serialize.
 pub async fn bootstrap(txn: &mut Txn) -> Result<()> {

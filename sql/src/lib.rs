@@ -26,6 +26,7 @@ pub mod functions;
 pub mod opt;
 pub mod plan;
 pub mod rowcodec;
+pub mod scram;
 pub mod session;
 #[cfg(any(test, feature = "slt"))]
 pub mod slt;

@@ -38,6 +38,9 @@ use crate::plan::{Column, Planned, Planner, TableRef, table_key};
 use crate::types::{DataType, Value, ts_from_naive};
 use crate::vtable::VirtualTable;
 
+/// The user that always exists.
+pub const ROOT_USER: &str = "root";
+
 /// Rows per transaction of a COPY outside a transaction block.
 pub const COPY_BATCH_ROWS: usize = 1000;
 
@@ -70,13 +73,14 @@ impl SqlServer {
         })
     }
 
-    /// Creates the default databases if the cluster lacks them.
-    pub async fn bootstrap(&self) -> Result<()> {
+    /// Creates the default databases if the cluster lacks them, and gives root
+    /// `root_password` if root has none yet.
+    pub async fn bootstrap(&self, root_password: Option<&str>) -> Result<()> {
         let mut attempts = 0;
         loop {
             attempts += 1;
             let mut txn = self.db.begin();
-            let r = match catalog::bootstrap(&mut txn).await {
+            let r = match bootstrap_in(&mut txn, root_password).await {
                 Ok(()) => txn.commit().await.map_err(Error::from),
                 Err(e) => Err(e),
             };
@@ -91,6 +95,16 @@ impl SqlServer {
                 }
             }
         }
+    }
+
+    /// The SCRAM verifier of `user`, if the user exists and has a password.
+    pub async fn user_verifier(&self, user: &str) -> Result<Option<crate::scram::Verifier>> {
+        let mut txn = self.db.begin();
+        let r = catalog::get_user(&mut txn, user).await;
+        txn.rollback().await;
+        Ok(r?
+            .and_then(|u| u.verifier)
+            .and_then(|v| crate::scram::Verifier::decode(&v)))
     }
 
     pub fn session(self: &Arc<Self>, user: &str, database: &str) -> Session {
@@ -202,30 +216,33 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
     let mut tokens = Tokenizer::new(&dialect, sql)
         .tokenize()
         .map_err(|e| syntax(e.to_string()))?;
-    // Statements (by position) that began with UPSERT.
+    // Statements (by position) that began with UPSERT. CREATE/ALTER/DROP USER
+    // become ... ROLE, which the parser reads the Postgres way.
     let mut upserts = Vec::new();
     let mut statement = 0;
     let mut at_start = true;
+    let mut after_ddl_verb = false;
     for t in &mut tokens {
+        let word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
         match t {
-            Token::Whitespace(_) => {}
+            Token::Whitespace(_) => continue,
             Token::SemiColon => {
                 if !at_start {
                     statement += 1;
                 }
                 at_start = true;
+                after_ddl_verb = false;
+                continue;
             }
-            Token::Word(w)
-                if at_start
-                    && w.quote_style.is_none()
-                    && w.value.eq_ignore_ascii_case("upsert") =>
-            {
+            _ if at_start && word(t, "upsert") => {
                 *t = Token::make_keyword("INSERT");
                 upserts.push(statement);
-                at_start = false;
             }
-            _ => at_start = false,
+            _ if after_ddl_verb && word(t, "user") => *t = Token::make_keyword("ROLE"),
+            _ => {}
         }
+        after_ddl_verb = at_start && (word(t, "create") || word(t, "alter") || word(t, "drop"));
+        at_start = false;
     }
     let mut stmts = Parser::new(&dialect)
         .with_tokens(tokens)
@@ -256,6 +273,23 @@ pub fn bind_default(text: &str, ty: DataType) -> Result<Expr> {
         return Err(unsupported("subqueries in DEFAULT"));
     }
     Ok(Expr::Cast(Box::new(x), ty))
+}
+
+async fn bootstrap_in(txn: &mut Txn, root_password: Option<&str>) -> Result<()> {
+    catalog::bootstrap(txn).await?;
+    if let Some(password) = root_password {
+        let has_password = catalog::get_user(txn, ROOT_USER)
+            .await?
+            .is_some_and(|u| u.verifier.is_some());
+        if !has_password {
+            let user = catalog::UserRecord {
+                name: ROOT_USER.into(),
+                verifier: Some(crate::scram::Verifier::new(password).encode()),
+            };
+            catalog::put_user(txn, &user).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The tables a statement names, read from the catalog in `txn`.
@@ -1035,6 +1069,9 @@ impl Session {
             }
             _ => {}
         }
+        if let Some(tag) = self.run_user_statement(txn, stmt).await? {
+            return Ok(ExecResult::Command { tag: tag.into() });
+        }
         let db_id = database_id(txn, &self.database).await?;
         match stmt {
             S::Query(_) | S::Insert(_) | S::Update(_) | S::Delete(_) => {
@@ -1109,6 +1146,103 @@ impl Session {
                 "statement not supported: {}",
                 other.to_string().chars().take(60).collect::<String>()
             ))),
+        }
+    }
+
+    /// CREATE/ALTER/DROP ROLE (and USER): users and their passwords.
+    async fn run_user_statement(
+        &self,
+        txn: &mut Txn,
+        stmt: &ast::Statement,
+    ) -> Result<Option<&'static str>> {
+        use ast::Statement as S;
+        fn verifier(p: &ast::Password) -> Result<Option<String>> {
+            match p {
+                ast::Password::NullPassword => Ok(None),
+                ast::Password::Password(ast::Expr::Value(v)) => match &v.value {
+                    ast::Value::SingleQuotedString(s) => {
+                        Ok(Some(crate::scram::Verifier::new(s).encode()))
+                    }
+                    _ => Err(syntax("a password must be a string")),
+                },
+                ast::Password::Password(_) => Err(syntax("a password must be a string")),
+            }
+        }
+        match stmt {
+            S::CreateRole(cr) => {
+                for n in &cr.names {
+                    let name = crate::plan::object_name(n)?.1;
+                    if name == ROOT_USER || catalog::get_user(txn, &name).await?.is_some() {
+                        if cr.if_not_exists {
+                            continue;
+                        }
+                        return Err(Error::new(
+                            SqlState::DuplicateObject,
+                            format!("role \"{name}\" already exists"),
+                        ));
+                    }
+                    let verifier = match &cr.password {
+                        Some(p) => verifier(p)?,
+                        None => None,
+                    };
+                    catalog::put_user(txn, &catalog::UserRecord { name, verifier }).await?;
+                }
+                Ok(Some("CREATE ROLE"))
+            }
+            S::AlterRole {
+                name,
+                operation: ast::AlterRoleOperation::WithOptions { options },
+            } => {
+                let name = ident_lower(name);
+                let mut user = match catalog::get_user(txn, &name).await? {
+                    Some(u) => u,
+                    None if name == ROOT_USER => catalog::UserRecord {
+                        name: name.clone(),
+                        verifier: None,
+                    },
+                    None => {
+                        return Err(Error::new(
+                            SqlState::UndefinedObject,
+                            format!("role \"{name}\" does not exist"),
+                        ));
+                    }
+                };
+                for o in options {
+                    if let ast::RoleOption::Password(p) = o {
+                        user.verifier = verifier(p)?;
+                    }
+                }
+                catalog::put_user(txn, &user).await?;
+                Ok(Some("ALTER ROLE"))
+            }
+            S::Drop {
+                object_type: ast::ObjectType::Role | ast::ObjectType::User,
+                names,
+                if_exists,
+                ..
+            } => {
+                for n in names {
+                    let name = crate::plan::object_name(n)?.1;
+                    if name == ROOT_USER {
+                        return Err(Error::new(
+                            SqlState::InsufficientPrivilege,
+                            "cannot drop the root user",
+                        ));
+                    }
+                    if catalog::get_user(txn, &name).await?.is_none() {
+                        if *if_exists {
+                            continue;
+                        }
+                        return Err(Error::new(
+                            SqlState::UndefinedObject,
+                            format!("role \"{name}\" does not exist"),
+                        ));
+                    }
+                    catalog::delete_user(txn, &name).await?;
+                }
+                Ok(Some("DROP ROLE"))
+            }
+            _ => Ok(None),
         }
     }
 

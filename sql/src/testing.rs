@@ -63,7 +63,7 @@ pub async fn single_node() -> Arc<SqlServer> {
     // The store lives as long as the process; tests are short.
     std::mem::forget(store);
     let server = SqlServer::new(Db::new(dist, clock), 1);
-    server.bootstrap().await.expect("catalog bootstrap");
+    server.bootstrap(None).await.expect("catalog bootstrap");
     server
 }
 

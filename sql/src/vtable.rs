@@ -555,19 +555,30 @@ impl VirtualTable {
                     ]
                 })
                 .collect(),
-            VirtualTable::PgRoles => vec![vec![
-                int(10),
-                text("root"),
-                b(true),
-                b(true),
-                b(true),
-                b(true),
-                b(true),
-                b(false),
-                int(-1),
-                Value::Null,
-                b(true),
-            ]],
+            VirtualTable::PgRoles => {
+                let role = |oid: i64, name: &str, superuser: bool| {
+                    vec![
+                        int(oid),
+                        text(name),
+                        b(superuser),
+                        b(true),
+                        b(superuser),
+                        b(superuser),
+                        b(true),
+                        b(false),
+                        int(-1),
+                        Value::Null,
+                        b(superuser),
+                    ]
+                };
+                let mut rows = vec![role(10, "root", true)];
+                for (i, u) in catalog::list_users(txn).await?.iter().enumerate() {
+                    if u.name != "root" {
+                        rows.push(role(20_000 + i as i64, &u.name, false));
+                    }
+                }
+                rows
+            }
             VirtualTable::PgAttrdef => {
                 let mut rows = Vec::new();
                 for t in catalog::list_tables(txn, db_id).await? {

@@ -51,12 +51,22 @@ pub struct Cluster {
     nodes: Vec<Option<Arc<Node>>>,
     addrs: Vec<String>,
     pub request_timeout: Duration,
+    /// Applied to every node's configuration (also on restarts).
+    tweak: Arc<dyn Fn(&mut NodeConfig) + Send + Sync>,
 }
 
 impl Cluster {
     /// Starts `n` nodes, initialises the cluster on the first and waits until every node
     /// serves and the first range has `min(n, 3)` voters.
     pub async fn start(n: usize) -> Cluster {
+        Cluster::start_configured(n, |_| {}).await
+    }
+
+    /// Like [`Cluster::start`], with every node's configuration changed by `tweak`.
+    pub async fn start_configured(
+        n: usize,
+        tweak: impl Fn(&mut NodeConfig) + Send + Sync + 'static,
+    ) -> Cluster {
         init_logging();
         let dir = tempfile::tempdir().expect("temporary directory");
         let stores: Vec<PathBuf> = (1..=n).map(|i| dir.path().join(format!("n{i}"))).collect();
@@ -66,6 +76,7 @@ impl Cluster {
             nodes: Vec::new(),
             addrs: Vec::new(),
             request_timeout: Duration::from_secs(3),
+            tweak: Arc::new(tweak),
         };
         // The first node starts alone; the others join it.
         for i in 0..n {
@@ -103,6 +114,7 @@ impl Cluster {
         if i > 0 {
             config.join = vec![self.addrs[0].clone()];
         }
+        (self.tweak)(&mut config);
         config
     }
 

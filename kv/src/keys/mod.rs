@@ -120,6 +120,7 @@ const SYSTEM_NODE_LIVENESS_TAG: &[u8; 4] = b"lvns";
 const SYSTEM_DESCRIPTOR_TAG: &[u8; 4] = b"desc";
 const SYSTEM_NAMESPACE_TAG: &[u8; 4] = b"nmsp";
 const SYSTEM_ID_GENERATOR_TAG: &[u8; 4] = b"idgn";
+const SYSTEM_USER_TAG: &[u8; 4] = b"user";
 
 /// `key` as a quoted, escaped byte string. The decoders' errors use this rather than
 /// [`pretty`], which calls the decoders.
@@ -396,6 +397,20 @@ pub fn namespace_prefix(parent_id: u64) -> Vec<u8> {
 /// The span of every descriptor.
 pub fn descriptor_span() -> (Vec<u8>, Vec<u8>) {
     let prefix = system_key(SYSTEM_DESCRIPTOR_TAG);
+    let end = prefix_end(&prefix);
+    (prefix, end)
+}
+
+/// The key of a SQL user: `/System/User/<name>`, the name escaped.
+pub fn user_key(name: &str) -> Vec<u8> {
+    let mut key = system_key(SYSTEM_USER_TAG);
+    encode_bytes_escaped(&mut key, name.as_bytes());
+    key
+}
+
+/// The span of every SQL user.
+pub fn user_span() -> (Vec<u8>, Vec<u8>) {
+    let prefix = system_key(SYSTEM_USER_TAG);
     let end = prefix_end(&prefix);
     (prefix, end)
 }

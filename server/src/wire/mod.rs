@@ -277,6 +277,7 @@ impl Conn {
                 ))
                 .await;
         };
+        let insecure = node.insecure();
         drop(node);
         let user = startup
             .parameters
@@ -289,7 +290,13 @@ impl Conn {
             .filter(|d| !d.is_empty())
             .cloned()
             .unwrap_or_else(|| "defaultdb".into());
-        // Authentication: --insecure trusts every user.
+        // Authentication: --insecure trusts every user; otherwise SCRAM-SHA-256.
+        if !insecure {
+            match self.authenticate(&server, &user).await? {
+                Ok(()) => {}
+                Err(e) => return self.fatal(e).await,
+            }
+        }
         self.send(PgWireBackendMessage::Authentication(Authentication::Ok))
             .await?;
         let mut session = server.session(&user, &database);
@@ -340,6 +347,82 @@ impl Conn {
         shared.cancels.unregister(pid);
         session.close().await;
         result
+    }
+
+    /// The SCRAM-SHA-256 exchange. An unknown user (or one without a password)
+    /// goes through it against a throwaway verifier, so the answer does not tell
+    /// which users exist.
+    async fn authenticate(
+        &mut self,
+        server: &cairn_sql::SqlServer,
+        user: &str,
+    ) -> Result<Result<(), Error>, ConnError> {
+        use cairn_sql::scram::{Exchange, Verifier, random_bytes};
+        let failed = || {
+            Error::new(
+                SqlState::InvalidPassword,
+                format!("password authentication failed for user \"{user}\""),
+            )
+        };
+        let known = server.user_verifier(user).await.ok().flatten();
+        let verifier = known.clone().unwrap_or_else(|| {
+            Verifier::with_salt("", &random_bytes(16), cairn_sql::scram::ITERATIONS)
+        });
+        self.send(PgWireBackendMessage::Authentication(Authentication::SASL(
+            vec!["SCRAM-SHA-256".into()],
+        )))
+        .await?;
+        self.flush().await?;
+        let initial = match self.read().await? {
+            Some(PgWireFrontendMessage::PasswordMessageFamily(p)) => p
+                .into_sasl_initial_response()
+                .map_err(|e| ConnError::Protocol(e.to_string()))?,
+            Some(other) => {
+                return Err(ConnError::Protocol(format!(
+                    "expected SASLInitialResponse, got {other:?}"
+                )));
+            }
+            None => return Ok(Err(failed())),
+        };
+        if initial.auth_method != "SCRAM-SHA-256" {
+            return Ok(Err(Error::new(
+                SqlState::InvalidAuthorizationSpecification,
+                format!("unsupported SASL mechanism {}", initial.auth_method),
+            )));
+        }
+        let nonce =
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, random_bytes(18));
+        let data = initial.data.unwrap_or_default();
+        let (exchange, server_first) = match Exchange::start(verifier, &data, &nonce) {
+            Ok(x) => x,
+            Err(_) => return Ok(Err(failed())),
+        };
+        self.send(PgWireBackendMessage::Authentication(
+            Authentication::SASLContinue(bytes::Bytes::from(server_first)),
+        ))
+        .await?;
+        self.flush().await?;
+        let response = match self.read().await? {
+            Some(PgWireFrontendMessage::PasswordMessageFamily(p)) => p
+                .into_sasl_response()
+                .map_err(|e| ConnError::Protocol(e.to_string()))?,
+            Some(other) => {
+                return Err(ConnError::Protocol(format!(
+                    "expected SASLResponse, got {other:?}"
+                )));
+            }
+            None => return Ok(Err(failed())),
+        };
+        match exchange.finish(&response.data) {
+            Ok(server_final) if known.is_some() => {
+                self.send(PgWireBackendMessage::Authentication(
+                    Authentication::SASLFinal(bytes::Bytes::from(server_final)),
+                ))
+                .await?;
+                Ok(Ok(()))
+            }
+            _ => Ok(Err(failed())),
+        }
     }
 
     async fn ready(&mut self, session: &Session) -> Result<(), ConnError> {

@@ -579,3 +579,65 @@ async fn python_drivers_work() {
         assert!(stdout.contains(driver), "{stdout}");
     }
 }
+
+/// Without --insecure, clients authenticate with SCRAM-SHA-256: root with the
+/// password the node was given, users with the passwords CREATE USER stored; wrong
+/// passwords and unknown users get 28P01.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn passwords_are_checked_with_scram() {
+    let c = Cluster::start_configured(3, |config| {
+        config.insecure = false;
+        config.root_password = Some("rootpw".into());
+    })
+    .await;
+    let addr = sql_addr(&c, 1).await;
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let login = |user: &str, password: &str| {
+        format!(
+            "host={host} port={port} user={user} password={password} dbname=defaultdb connect_timeout=10"
+        )
+    };
+    let try_login = |conn_str: String| async move {
+        match tokio_postgres::connect(&conn_str, NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                Ok(client)
+            }
+            Err(e) => Err(e),
+        }
+    };
+    // The root password reaches the catalog when the node bootstraps SQL.
+    let mut root = None;
+    for _ in 0..50 {
+        if let Ok(client) = try_login(login("root", "rootpw")).await {
+            root = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let root = root.expect("root logs in with its password");
+    root.batch_execute("CREATE USER alice WITH PASSWORD 'wonderland'")
+        .await
+        .unwrap();
+    let alice = try_login(login("alice", "wonderland"))
+        .await
+        .expect("alice logs in");
+    alice.simple_query("SELECT 1").await.unwrap();
+    for (user, password) in [("alice", "wrong"), ("root", "wrong"), ("nobody", "x")] {
+        let e = try_login(login(user, password))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{user} logged in with {password}"));
+        assert_eq!(e.code().map(|c| c.code()), Some("28P01"), "{user}: {e}");
+    }
+    // A new password replaces the old one.
+    root.batch_execute("ALTER USER alice WITH PASSWORD 'looking-glass'")
+        .await
+        .unwrap();
+    assert!(try_login(login("alice", "wonderland")).await.is_err());
+    try_login(login("alice", "looking-glass"))
+        .await
+        .expect("the new password works");
+}
