@@ -6,21 +6,17 @@
 //!   leaseholder and applied index as its replicas report them.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::get;
-use cairn_kv::api::{BatchRequest, RangeDescriptor, Request, Response};
-use cairn_kv::keys::{self, Span};
-use cairn_kv::{NodeId, RangeId};
+use cairn_kv::keys;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::node::Node;
-use crate::rpc::{RpcRequest, RpcResponse};
 
 type AppState = Weak<Node>;
 
@@ -98,71 +94,20 @@ struct RangesJson {
 
 async fn ranges(State(state): State<AppState>) -> Result<Json<RangesJson>, (StatusCode, String)> {
     let n = node(&state)?;
-    let dist = n.dist_sender().ok_or((
-        StatusCode::SERVICE_UNAVAILABLE,
-        "node is not serving".into(),
-    ))?;
-    let scan = BatchRequest::new(
-        RangeId(0),
-        vec![Request::Scan {
-            span: Span::new(keys::META_PREFIX, keys::META_MAX),
-            max_keys: 0,
-        }],
-    );
-    let resp = dist
-        .send(scan)
+    let described = crate::ranges::describe(&n, keys::KEY_MIN, keys::KEY_MAX)
         .await
-        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let kvs = match resp.responses.into_iter().next() {
-        Some(Response::Scan { kvs, .. }) => kvs,
-        _ => Vec::new(),
-    };
-    let mut out = Vec::new();
-    for (_, v) in kvs {
-        let desc: RangeDescriptor = postcard::from_bytes(&v).map_err(|e| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("bad descriptor: {e}"),
-            )
-        })?;
-        let (lease_holder, applied_index) = leaseholder(&n, &desc).await;
-        out.push(RangeJson {
-            range_id: desc.range_id.0,
-            start_key: keys::pretty(&desc.start_key),
-            end_key: keys::pretty(&desc.end_key),
-            replicas: desc.replicas.iter().map(|r| r.node_id.0).collect(),
-            lease_holder: lease_holder.map(|n| n.0),
-            applied_index,
-            generation: desc.generation,
-        });
-    }
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let out = described
+        .into_iter()
+        .map(|r| RangeJson {
+            range_id: r.desc.range_id.0,
+            start_key: keys::pretty(&r.desc.start_key),
+            end_key: keys::pretty(&r.desc.end_key),
+            replicas: r.desc.replicas.iter().map(|x| x.node_id.0).collect(),
+            lease_holder: r.lease_holder.map(|n| n.0),
+            applied_index: r.applied_index,
+            generation: r.desc.generation,
+        })
+        .collect();
     Ok(Json(RangesJson { ranges: out }))
-}
-
-/// Asks the replicas of a range which of them leads it.
-async fn leaseholder(n: &Arc<Node>, desc: &RangeDescriptor) -> (Option<NodeId>, Option<u64>) {
-    for r in &desc.replicas {
-        let status = if Some(r.node_id) == n.node_id() {
-            n.replica_status(desc.range_id)
-        } else {
-            match n
-                .transport()
-                .call(
-                    r.node_id,
-                    RpcRequest::RangeStatus(desc.range_id),
-                    Duration::from_secs(2),
-                )
-                .await
-            {
-                Ok(RpcResponse::RangeStatus(s)) => s,
-                _ => None,
-            }
-        };
-        if let Some(s) = status
-            && s.is_leader
-        {
-            return (Some(r.node_id), Some(s.applied_index));
-        }
-    }
-    (None, None)
 }

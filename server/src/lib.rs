@@ -14,6 +14,7 @@ pub mod bench;
 pub mod cli;
 pub mod http;
 pub mod node;
+pub mod ranges;
 pub mod rpc;
 pub mod transport;
 pub mod wire;

@@ -389,6 +389,7 @@ impl Node {
             cairn_txn::Db::new(running.dist.clone(), self.clock.clone()),
             id.0,
         );
+        sql.set_range_info(Arc::new(crate::ranges::NodeRanges(self.me.clone())));
         let me = self.me.clone();
         let root_password = self.config.root_password.clone();
         self.spawn(async move {

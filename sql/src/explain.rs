@@ -167,6 +167,44 @@ fn scan(s: &ScanPlan, pad: &str, out: &mut Vec<String>) {
     }
 }
 
+/// The index span of every scan in the plan: (label, start, end).
+pub fn scanned_spans(planned: &Planned, subplans: &[SubPlan]) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    match planned {
+        Planned::Query { plan, .. } => collect_scans(plan, &mut out),
+        Planned::Insert { source, .. } => collect_scans(source, &mut out),
+        Planned::Update { scan, .. } | Planned::Delete { scan, .. } => {
+            collect_scans(scan, &mut out)
+        }
+    }
+    for s in subplans {
+        collect_scans(&s.plan, &mut out);
+    }
+    out
+}
+
+fn collect_scans(plan: &Plan, out: &mut Vec<(String, Vec<u8>, Vec<u8>)>) {
+    match plan {
+        Plan::Scan(s) => {
+            let index = s.index.as_ref().unwrap_or(&s.table.primary);
+            let prefix = keys::index_prefix(s.table.id, index.id);
+            let end = keys::prefix_end(&prefix);
+            out.push((format!("{}@{}", s.table.name, index.name), prefix, end));
+        }
+        Plan::Values { .. } | Plan::Virtual(_) => {}
+        Plan::Filter { input, .. }
+        | Plan::Project { input, .. }
+        | Plan::Aggregate { input, .. }
+        | Plan::Distinct { input }
+        | Plan::Sort { input, .. }
+        | Plan::Limit { input, .. } => collect_scans(input, out),
+        Plan::Join { left, right, .. } | Plan::SetOp { left, right, .. } => {
+            collect_scans(left, out);
+            collect_scans(right, out);
+        }
+    }
+}
+
 fn expr_text(e: &Expr) -> String {
     match e {
         Expr::Const(v) => v.to_text().unwrap_or_else(|| "NULL".into()),

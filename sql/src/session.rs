@@ -57,11 +57,40 @@ enum Work<'a> {
 /// How many times an implicit transaction restarts after a serialization failure.
 pub const MAX_IMPLICIT_RETRIES: u32 = 50;
 
+/// One range as SHOW RANGES and EXPLAIN describe it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RangeRow {
+    pub range_id: u64,
+    pub start_key: Vec<u8>,
+    pub end_key: Vec<u8>,
+    /// Node ids of the replicas.
+    pub replicas: Vec<u64>,
+    pub lease_holder: Option<u64>,
+}
+
+/// Where ranges are: implemented by the node, which reads the meta range and asks
+/// replicas about their leases.
+pub trait RangeInfo: Send + Sync {
+    /// The ranges overlapping `[start, end)`, in key order.
+    fn ranges<'a>(
+        &'a self,
+        start: &'a [u8],
+        end: &'a [u8],
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::result::Result<Vec<RangeRow>, String>>
+                + Send
+                + 'a,
+        >,
+    >;
+}
+
 /// The node-wide state sessions share.
 pub struct SqlServer {
     pub db: Db,
     pub node_id: u64,
     next_pid: AtomicI32,
+    range_info: std::sync::OnceLock<Arc<dyn RangeInfo>>,
 }
 
 impl SqlServer {
@@ -70,7 +99,23 @@ impl SqlServer {
             db,
             node_id,
             next_pid: AtomicI32::new(1),
+            range_info: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Installs where SHOW RANGES and EXPLAIN find ranges (once).
+    pub fn set_range_info(&self, info: Arc<dyn RangeInfo>) {
+        let _ = self.range_info.set(info);
+    }
+
+    async fn ranges(&self, start: &[u8], end: &[u8]) -> Result<Vec<RangeRow>> {
+        match self.range_info.get() {
+            Some(info) => info
+                .ranges(start, end)
+                .await
+                .map_err(|e| Error::new(SqlState::RangeUnavailable, e)),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Creates the default databases if the cluster lacks them, and gives root
@@ -658,6 +703,9 @@ impl Session {
                     .map(ident_lower)
                     .collect::<Vec<_>>()
                     .join(" ");
+                if name.starts_with("ranges from table") {
+                    return show_ranges_columns();
+                }
                 vec![Column::new(show_column_name(&name), DataType::Text)]
             }
             _ => Vec::new(),
@@ -816,7 +864,11 @@ impl Session {
                 }
             }
             S::Set(set) => self.set(set),
-            S::ShowVariable { variable } => {
+            S::ShowVariable { variable }
+                if !variable
+                    .first()
+                    .is_some_and(|w| w.value.eq_ignore_ascii_case("ranges")) =>
+            {
                 let name = variable
                     .iter()
                     .map(ident_lower)
@@ -1134,6 +1186,50 @@ impl Session {
                     tag: "ALTER TABLE".into(),
                 })
             }
+            S::ShowVariable { variable } => {
+                // SHOW RANGES FROM TABLE t (the other SHOWs need no transaction).
+                let words: Vec<String> = variable.iter().map(ident_lower).collect();
+                let [w0, w1, w2, name] = words.as_slice() else {
+                    return Err(unsupported(format!("SHOW {}", words.join(" "))));
+                };
+                if (w0.as_str(), w1.as_str(), w2.as_str()) != ("ranges", "from", "table") {
+                    return Err(unsupported(format!("SHOW {}", words.join(" "))));
+                }
+                let table = catalog::must_get_table(txn, db_id, name).await?;
+                let start = cairn_kv::keys::table_prefix(table.id);
+                let end = cairn_kv::keys::prefix_end(&start);
+                let rows = self
+                    .server
+                    .ranges(&start, &end)
+                    .await?
+                    .into_iter()
+                    .map(|r| {
+                        let s = r.start_key.clone().max(start.clone());
+                        let e = r.end_key.clone().min(end.clone());
+                        vec![
+                            Value::Int(r.range_id as i64),
+                            Value::Text(cairn_kv::keys::pretty(&s)),
+                            Value::Text(cairn_kv::keys::pretty(&e)),
+                            Value::Text(format!(
+                                "{{{}}}",
+                                r.replicas
+                                    .iter()
+                                    .map(u64::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            )),
+                            r.lease_holder
+                                .map(|n| Value::Int(n as i64))
+                                .unwrap_or(Value::Null),
+                        ]
+                    })
+                    .collect();
+                Ok(ExecResult::Rows {
+                    columns: show_ranges_columns(),
+                    rows,
+                    tag: "SHOW RANGES".into(),
+                })
+            }
             S::Explain { statement, .. } => {
                 let lines = self.explain(txn, db_id, statement).await?;
                 Ok(ExecResult::Rows {
@@ -1257,7 +1353,30 @@ impl Session {
         }
         let tables = resolve_tables(txn, db_id, stmt).await?;
         let (planned, subplans, _) = plan_statement(stmt, &tables, Vec::new())?;
-        Ok(crate::explain::explain(&planned, &subplans))
+        let mut lines = crate::explain::explain(&planned, &subplans);
+        // Which ranges each scan reads, and who leads them.
+        for (label, start, end) in crate::explain::scanned_spans(&planned, &subplans) {
+            let ranges = self.server.ranges(&start, &end).await?;
+            let list: Vec<String> = ranges
+                .iter()
+                .map(|r| {
+                    format!(
+                        "r{} on n{} (leaseholder {})",
+                        r.range_id,
+                        r.replicas
+                            .iter()
+                            .map(u64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",n"),
+                        r.lease_holder
+                            .map(|n| format!("n{n}"))
+                            .unwrap_or_else(|| "unknown".into())
+                    )
+                })
+                .collect();
+            lines.push(format!("ranges of {label}: {}", list.join("; ")));
+        }
+        Ok(lines)
     }
 }
 
@@ -1315,6 +1434,16 @@ fn no_txn(what: &str) -> Error {
         SqlState::NoActiveSqlTransaction,
         format!("{what} can only be used in transaction blocks"),
     )
+}
+
+fn show_ranges_columns() -> Vec<Column> {
+    vec![
+        Column::new("range_id", DataType::Int8),
+        Column::new("start_key", DataType::Text),
+        Column::new("end_key", DataType::Text),
+        Column::new("replicas", DataType::Text),
+        Column::new("lease_holder", DataType::Int8),
+    ]
 }
 
 fn show_column_name(name: &str) -> String {

@@ -641,3 +641,75 @@ async fn passwords_are_checked_with_scram() {
         .await
         .expect("the new password works");
 }
+
+/// SHOW RANGES FROM TABLE lists the ranges of a table with replicas and
+/// leaseholders, and EXPLAIN shows a plan's key spans and the ranges it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn show_ranges_and_explain_name_the_ranges() {
+    let c = Cluster::start(3).await;
+    let addr = sql_addr(&c, 1).await;
+    let client = connect(&addr, "defaultdb").await;
+    client
+        .batch_execute("CREATE TABLE kv (k INT PRIMARY KEY, v TEXT); INSERT INTO kv VALUES (1, 'a'), (50, 'b')")
+        .await
+        .unwrap();
+    let table_id: i64 = client
+        .query_one("SELECT oid::INT8 FROM pg_class WHERE relname = 'kv'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Split the table's primary index at k = 10.
+    let mut split_key = cairn_kv::keys::index_prefix(table_id as u64, 1);
+    cairn_kv::keys::encode_datum(
+        &mut split_key,
+        &cairn_kv::keys::Datum::Int(10),
+        cairn_kv::keys::Direction::Asc,
+    );
+    c.split(1, &split_key).await.expect("split");
+    let rows = client
+        .query("SHOW RANGES FROM TABLE kv", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "two ranges after the split");
+    let names: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "range_id",
+            "start_key",
+            "end_key",
+            "replicas",
+            "lease_holder"
+        ]
+    );
+    let first_end: String = rows[0].get("end_key");
+    let second_start: String = rows[1].get("start_key");
+    assert_eq!(first_end, format!("/Table/{table_id}/1/10"));
+    assert_eq!(second_start, first_end);
+    for r in &rows {
+        assert_eq!(r.get::<_, String>("replicas"), "{1,2,3}");
+        let holder: Option<i64> = r.get("lease_holder");
+        assert!(
+            holder.is_some_and(|h| (1..=3).contains(&h)),
+            "a leaseholder"
+        );
+    }
+    // EXPLAIN: a point lookup's span, and the ranges of the scanned index.
+    let plan: Vec<String> = client
+        .query("EXPLAIN SELECT v FROM kv WHERE k = 50", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let text = plan.join("\n");
+    assert!(text.contains(&format!("/Table/{table_id}/1/50")), "{text}");
+    assert!(text.contains("ranges of kv@kv_pkey: r"), "{text}");
+    assert!(text.contains("leaseholder n"), "{text}");
+    // The data is intact across the split.
+    let row = client
+        .query_one("SELECT v FROM kv WHERE k = 50", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "b");
+}
