@@ -240,7 +240,15 @@ impl Conn {
                     self.flush().await?;
                 }
                 PgWireFrontendMessage::CancelRequest(c) => {
-                    if let SecretKey::I32(secret) = c.secret_key {
+                    // Protocol 3.0 keys are four bytes; the codec may hand them over
+                    // as bytes.
+                    let secret = match c.secret_key {
+                        SecretKey::I32(s) => Some(s),
+                        SecretKey::Bytes(b) => {
+                            <[u8; 4]>::try_from(b.as_ref()).ok().map(i32::from_be_bytes)
+                        }
+                    };
+                    if let Some(secret) = secret {
                         shared.cancels.cancel(c.pid, secret);
                     }
                     return Ok(());

@@ -713,3 +713,73 @@ async fn show_ranges_and_explain_name_the_ranges() {
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "b");
 }
+
+/// A CancelRequest on another connection stops a running statement with 57014; the
+/// session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_request_stops_a_running_statement() {
+    let c = Cluster::start(3).await;
+    let addr = sql_addr(&c, 1).await;
+    let client = connect(&addr, "defaultdb").await;
+    client
+        .batch_execute("CREATE TABLE big (k INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let values: Vec<String> = (0..3000).map(|i| format!("({i})")).collect();
+    client
+        .batch_execute(&format!("INSERT INTO big VALUES {}", values.join(",")))
+        .await
+        .unwrap();
+    let token = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(NoTls).await
+    });
+    // One scan per row: thousands of round trips, long enough to be cancelled.
+    let started = std::time::Instant::now();
+    let e = client
+        .query(
+            "SELECT count(*) FROM big a WHERE (SELECT count(*) FROM big b WHERE b.k < a.k) >= 0",
+            &[],
+        )
+        .await
+        .expect_err("the statement is cancelled");
+    canceller.await.unwrap().expect("cancel request sent");
+    assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let row = client
+        .query_one("SELECT count(*) FROM big", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 3000);
+}
+
+/// Connections beyond the node's limit are refused with 53300; closing one makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connection_limit_refuses_the_extra_client() {
+    let c = Cluster::start_configured(3, |config| config.max_sql_connections = 3).await;
+    let addr = sql_addr(&c, 1).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(connect(&addr, "defaultdb").await);
+    }
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let conn_str = format!("host={host} port={port} user=root dbname=defaultdb");
+    let e = tokio_postgres::connect(&conn_str, NoTls)
+        .await
+        .err()
+        .expect("the fourth connection is refused");
+    assert_eq!(e.code().map(|c| c.code()), Some("53300"), "{e}");
+    drop(open.pop());
+    let mut ok = false;
+    for _ in 0..50 {
+        if let Ok((client, conn)) = tokio_postgres::connect(&conn_str, NoTls).await {
+            tokio::spawn(conn);
+            client.simple_query("SELECT 1").await.unwrap();
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "a slot frees when a client leaves");
+}
