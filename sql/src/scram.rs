@@ -126,7 +126,7 @@ pub struct Exchange {
     nonce: String,
 }
 
-fn attribute<'a>(msg: &'a str, key: char) -> Option<&'a str> {
+fn attribute(msg: &str, key: char) -> Option<&str> {
     msg.split(',').find_map(|part| {
         let mut chars = part.chars();
         (chars.next() == Some(key) && chars.next() == Some('=')).then(|| &part[2..])

@@ -62,3 +62,33 @@ async fn conformance_tallies() {
         }
     }
 }
+
+/// Every virtual table's rows have as many values as it has columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_tables_rows_match_their_columns() {
+    use crate::vtable::VirtualTable;
+    let server = single_node().await;
+    let mut session = server.session("root", "defaultdb");
+    for r in session
+        .simple_query(
+            "CREATE TABLE t (a INT PRIMARY KEY, b TEXT UNIQUE, c INT DEFAULT 1); \
+             CREATE INDEX t_c ON t (c); CREATE TABLE nopk (x INT); CREATE USER u",
+        )
+        .await
+    {
+        r.expect("setup statement");
+    }
+    let mut txn = server.db.begin();
+    let db = crate::catalog::get_database(&mut txn, "defaultdb")
+        .await
+        .unwrap()
+        .unwrap();
+    for v in VirtualTable::ALL {
+        let width = v.columns().len();
+        let rows = v.rows(&mut txn, db.id, "defaultdb").await.unwrap();
+        for row in rows {
+            assert_eq!(row.len(), width, "{v:?}: {row:?}");
+        }
+    }
+    txn.rollback().await;
+}

@@ -58,6 +58,40 @@ pub fn is_pg_catalog_name(name: &str) -> bool {
 }
 
 impl VirtualTable {
+    /// Every virtual table.
+    pub const ALL: [VirtualTable; 30] = [
+        VirtualTable::PgNamespace,
+        VirtualTable::PgClass,
+        VirtualTable::PgAttribute,
+        VirtualTable::PgType,
+        VirtualTable::PgIndex,
+        VirtualTable::PgDatabase,
+        VirtualTable::PgRoles,
+        VirtualTable::PgAttrdef,
+        VirtualTable::PgConstraint,
+        VirtualTable::PgDescription,
+        VirtualTable::PgInherits,
+        VirtualTable::PgAm,
+        VirtualTable::PgSettings,
+        VirtualTable::PgTables,
+        VirtualTable::InfoTables,
+        VirtualTable::InfoColumns,
+        VirtualTable::InfoSchemata,
+        VirtualTable::PgCollation,
+        VirtualTable::PgStatisticExt,
+        VirtualTable::PgPublication,
+        VirtualTable::PgPublicationNamespace,
+        VirtualTable::PgPublicationRel,
+        VirtualTable::PgTrigger,
+        VirtualTable::PgRewrite,
+        VirtualTable::PgPolicy,
+        VirtualTable::PgProc,
+        VirtualTable::PgExtension,
+        VirtualTable::PgEnum,
+        VirtualTable::PgRange,
+        VirtualTable::PgTablespace,
+    ];
+
     pub fn by_name(key: &str) -> Option<VirtualTable> {
         Some(match key {
             "pg_catalog.pg_namespace" => VirtualTable::PgNamespace,
@@ -189,6 +223,10 @@ impl VirtualTable {
                 ("datistemplate", Bool),
                 ("datallowconn", Bool),
                 ("datacl", Text),
+                ("datlocprovider", Text),
+                ("daticulocale", Text),
+                ("datconnlimit", Int4),
+                ("dattablespace", Oid),
             ],
             VirtualTable::PgRoles => &[
                 ("oid", Oid),
@@ -552,6 +590,10 @@ impl VirtualTable {
                         b(false),
                         b(true),
                         Value::Null,
+                        text("c"),
+                        Value::Null,
+                        int(-1),
+                        int(1663),
                     ]
                 })
                 .collect(),

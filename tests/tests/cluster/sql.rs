@@ -502,6 +502,7 @@ async fn psql_lists_and_describes_tables() {
         .unwrap();
     let (host, port) = addr.rsplit_once(':').unwrap();
     let url = format!("postgresql://root@{host}:{port}/defaultdb?sslmode=disable");
+    let copy_url = url.clone();
     let psql = move |cmd: &str| {
         let out = std::process::Command::new("psql")
             .args([url.as_str(), "-X", "-c", cmd])
@@ -521,6 +522,78 @@ async fn psql_lists_and_describes_tables() {
     .await
     .unwrap();
     assert!(dt.contains("accounts") && dt.contains("table"), "{dt}");
+    let l = tokio::task::spawn_blocking({
+        let psql = psql.clone();
+        move || psql("\\l")
+    })
+    .await
+    .unwrap();
+    assert!(l.contains("defaultdb") && l.contains("postgres"), "{l}");
+    // COPY FROM STDIN through psql, in CSV and in the text format.
+    let copy = {
+        let url = copy_url;
+        move |cmd: &str, data: &str| {
+            use std::io::Write;
+            let mut child = std::process::Command::new("psql")
+                .args([url.as_str(), "-X", "-v", "ON_ERROR_STOP=1", "-c", cmd])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("psql");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(data.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    };
+    let out = tokio::task::spawn_blocking({
+        let copy = copy.clone();
+        move || {
+            copy(
+                "COPY accounts (id, owner, balance) FROM STDIN WITH (FORMAT csv)",
+                "1,\"Ann, the first\",10.5\n2,bob,\n",
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("COPY 2"), "{out}");
+    let out = tokio::task::spawn_blocking(move || {
+        copy("COPY accounts FROM STDIN", "3\tcy\t\\N\n4\td\\te\t7\n\\.\n")
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("COPY 2"), "{out}");
+    let rows = client
+        .query(
+            "SELECT id, owner, balance::TEXT FROM accounts ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i32, String, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, "Ann, the first".to_string(), Some("10.5".to_string())),
+            (2, "bob".to_string(), None),
+            (3, "cy".to_string(), None),
+            (4, "d\te".to_string(), Some("7".to_string())),
+        ]
+    );
     let d = tokio::task::spawn_blocking(move || psql("\\d accounts"))
         .await
         .unwrap();
