@@ -533,6 +533,7 @@ impl Session {
         if stmts.is_empty() {
             return vec![Ok(ExecResult::Empty)];
         }
+        let implicit = self.begin_implicit_block(&stmts);
         let mut out = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
             let r = self.execute(stmt, &[]).await;
@@ -542,7 +543,46 @@ impl Session {
                 break;
             }
         }
+        if implicit {
+            let ok = out.iter().all(Result::is_ok);
+            if let Err(e) = self.end_implicit_block(ok).await {
+                out.push(Err(e));
+            }
+        }
         out
+    }
+
+    /// Several statements in one simple-protocol query run in one transaction, as in
+    /// Postgres, unless they manage transactions themselves. Returns whether a block
+    /// was opened; [`Session::end_implicit_block`] closes it.
+    pub fn begin_implicit_block(&mut self, stmts: &[ast::Statement]) -> bool {
+        let controls_txn = stmts.iter().any(|s| {
+            matches!(
+                s,
+                ast::Statement::StartTransaction { .. }
+                    | ast::Statement::Commit { .. }
+                    | ast::Statement::Rollback { .. }
+                    | ast::Statement::Savepoint { .. }
+                    | ast::Statement::ReleaseSavepoint { .. }
+            )
+        });
+        if stmts.len() < 2 || controls_txn || !matches!(self.state, State::Idle) {
+            return false;
+        }
+        self.state = State::Open(Box::new(self.server.db.begin()));
+        true
+    }
+
+    /// Commits the implicit block if every statement succeeded, else rolls it back.
+    pub async fn end_implicit_block(&mut self, ok: bool) -> Result<()> {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Open(mut txn) if ok => txn.commit().await.map_err(Error::from),
+            State::Open(mut txn) | State::Failed(mut txn) => {
+                txn.rollback().await;
+                Ok(())
+            }
+            State::Idle => Ok(()),
+        }
     }
 
     /// A statement that did not parse fails an open transaction, as in Postgres.

@@ -760,10 +760,16 @@ impl Conn {
             .await?;
             return self.ready(session).await;
         }
+        let implicit = session.begin_implicit_block(&stmts);
+        let mut ok = true;
         for stmt in &stmts {
+            ok = false;
             if copy::is_copy_from_stdin(stmt) {
                 match self.copy_in(session, stmt).await? {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        ok = true;
+                        continue;
+                    }
                     Err(e) => {
                         self.send(error_response(&e, "ERROR")).await?;
                         break;
@@ -801,6 +807,10 @@ impl Conn {
                     break;
                 }
             }
+            ok = true;
+        }
+        if implicit && let Err(e) = session.end_implicit_block(ok).await {
+            self.send(error_response(&e, "ERROR")).await?;
         }
         self.ready(session).await
     }

@@ -428,6 +428,16 @@ async fn ready_for_query_mirrors_the_transaction_state() {
     assert_eq!(raw.query("SELECT 1/0").await.1, b'E');
     assert_eq!(raw.query("ROLLBACK TO SAVEPOINT a").await.1, b'T');
     assert_eq!(raw.query("COMMIT").await.1, b'I');
+    // A query string of several statements is one transaction: an error undoes the
+    // statements before it.
+    let (types, status) = raw.query("INSERT INTO rfq VALUES (5); SELECT 1/0").await;
+    assert!(types.contains(&b'E'));
+    assert_eq!(status, b'I');
+    let (types, _) = raw.query("SELECT k FROM rfq WHERE k = 5").await;
+    assert!(
+        !types.contains(&b'D'),
+        "the insert was rolled back: {types:?}"
+    );
     // An empty query.
     let (types, status) = raw.query("").await;
     assert_eq!((types, status), (vec![b'I'], b'I'));
