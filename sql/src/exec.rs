@@ -52,6 +52,7 @@ pub struct Executor<'a> {
     /// Subquery ids per expression, by address (plans do not move while they run).
     sub_ids: HashMap<usize, Vec<usize>>,
     defaults: HashMap<String, Expr>,
+    deferred: Option<Deferred>,
 }
 
 impl<'a> Executor<'a> {
@@ -72,6 +73,7 @@ impl<'a> Executor<'a> {
             uncorrelated: HashMap::new(),
             sub_ids: HashMap::new(),
             defaults: HashMap::new(),
+            deferred: None,
         }
     }
 
@@ -724,12 +726,7 @@ impl<'a> Executor<'a> {
                     });
                 }
             }
-            if !reqs.is_empty() {
-                self.txn
-                    .send(reqs)
-                    .await
-                    .map_err(|e| unique_error(e, table, &table.primary))?;
-            }
+            self.send_final(table, reqs).await?;
             out.affected = rows.len() as u64;
             if let Some(ret) = returning {
                 for row in &rows {
@@ -942,10 +939,7 @@ impl<'a> Executor<'a> {
             // Deletes of old keys come before puts of new ones within the batch, so
             // a primary key update that shifts rows (SET k = k + 1) does not collide.
             reqs.sort_by_key(|r| !matches!(r, Request::Delete { .. }));
-            self.txn
-                .send(reqs)
-                .await
-                .map_err(|e| unique_error(e, table, &table.primary))?;
+            self.send_final(table, reqs).await?;
         }
         Ok(out)
     }
@@ -966,10 +960,55 @@ impl<'a> Executor<'a> {
                 out.rows.push(r);
             }
         }
-        if !reqs.is_empty() {
-            self.txn.send(reqs).await?;
-        }
+        self.send_final(table, reqs).await?;
         Ok(out)
+    }
+
+    /// Sends a statement's last writes, or keeps them for the commit when the
+    /// caller asked (an implicit transaction sends them with its EndTxn: one round
+    /// trip, and one Raft command when they all lie in one range).
+    async fn send_final(&mut self, table: &TableDesc, reqs: Vec<Request>) -> Result<()> {
+        if reqs.is_empty() {
+            return Ok(());
+        }
+        if let Some(d) = &mut self.deferred {
+            d.requests.extend(reqs);
+            d.table = Some(table.clone());
+            return Ok(());
+        }
+        self.txn
+            .send(reqs)
+            .await
+            .map_err(|e| unique_error(e, table, &table.primary))?;
+        Ok(())
+    }
+
+    /// Keep the statement's last writes for the commit instead of sending them.
+    pub fn defer_final_writes(&mut self) {
+        self.deferred = Some(Deferred::default());
+    }
+
+    /// The writes kept by [`Executor::defer_final_writes`].
+    pub fn take_deferred(&mut self) -> Deferred {
+        self.deferred.take().unwrap_or_default()
+    }
+}
+
+/// Writes to send with the commit, and the table they belong to (for the unique
+/// violation a failed conditional put means).
+#[derive(Debug, Default)]
+pub struct Deferred {
+    pub requests: Vec<Request>,
+    pub table: Option<TableDesc>,
+}
+
+impl Deferred {
+    /// Maps an error of the commit that carried these writes.
+    pub fn error(&self, e: TxnError) -> Error {
+        match &self.table {
+            Some(t) => unique_error(e, t, &t.primary),
+            None => e.into(),
+        }
     }
 }
 

@@ -31,7 +31,7 @@ use sqlparser::parser::Parser;
 use crate::catalog;
 use crate::ddl;
 use crate::error::{Error, Result, SqlState, syntax, unsupported};
-use crate::exec::Executor;
+use crate::exec::{Deferred, Executor};
 use crate::expr::{Expr, Row, SessionInfo};
 use crate::opt;
 use crate::plan::{Column, Planned, Planner, TableRef, table_key};
@@ -1002,7 +1002,7 @@ impl Session {
     async fn execute_in_txn(&mut self, work: &Work<'_>) -> Result<(ExecResult, u64)> {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Open(mut txn) => {
-                let r = self.run_work(&mut txn, work).await;
+                let r = self.run_work(&mut txn, work, None).await;
                 self.state = if r.is_ok() {
                     State::Open(txn)
                 } else {
@@ -1022,8 +1022,16 @@ impl Session {
                 let mut attempt = 0;
                 loop {
                     attempt += 1;
-                    let r = match self.run_work(&mut txn, work).await {
-                        Ok(v) => txn.commit().await.map(|()| v).map_err(Error::from),
+                    // The statement's last writes go out with the commit.
+                    let mut deferred = Deferred::default();
+                    let r = match self.run_work(&mut txn, work, Some(&mut deferred)).await {
+                        Ok(v) => {
+                            let requests = std::mem::take(&mut deferred.requests);
+                            txn.commit_with(requests)
+                                .await
+                                .map(|_| v)
+                                .map_err(|e| deferred.error(e))
+                        }
                         Err(e) => Err(e),
                     };
                     match r {
@@ -1042,10 +1050,17 @@ impl Session {
         }
     }
 
-    async fn run_work(&self, txn: &mut Txn, work: &Work<'_>) -> Result<(ExecResult, u64)> {
+    /// Runs work in `txn`; with `deferred`, a data statement's last writes are left
+    /// there for the commit.
+    async fn run_work(
+        &self,
+        txn: &mut Txn,
+        work: &Work<'_>,
+        deferred: Option<&mut Deferred>,
+    ) -> Result<(ExecResult, u64)> {
         match work {
             Work::Statement(stmt, params) => {
-                let r = self.run(txn, stmt, params).await?;
+                let r = self.run(txn, stmt, params, deferred).await?;
                 Ok((r, 0))
             }
             Work::Copy {
@@ -1122,6 +1137,7 @@ impl Session {
         txn: &mut Txn,
         stmt: &ast::Statement,
         params: &[Value],
+        deferred: Option<&mut Deferred>,
     ) -> Result<ExecResult> {
         use ast::Statement as S;
         // CREATE/DROP DATABASE need no current database.
@@ -1175,7 +1191,13 @@ impl Session {
                     info.index_defs = index_definitions(txn, db_id).await?;
                 }
                 let mut exec = Executor::new(txn, params, &info, &subplans, db_id);
+                if deferred.is_some() {
+                    exec.defer_final_writes();
+                }
                 let outcome = exec.execute(&planned).await?;
+                if let Some(d) = deferred {
+                    *d = exec.take_deferred();
+                }
                 let columns = planned.columns();
                 let tag = match (&planned, stmt) {
                     (Planned::Query { .. }, _) => format!("SELECT {}", outcome.rows.len()),
