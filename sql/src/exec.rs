@@ -348,8 +348,14 @@ impl<'a> Executor<'a> {
         Ok(out)
     }
 
-    /// The key spans of a scan, in index order.
-    fn spans(&self, scan: &ScanPlan) -> Result<Vec<Span>> {
+    /// The key spans of a scan, in index order, and whether each is one whole key
+    /// (every index column fixed by an equality).
+    ///
+    /// When the equalities multiply into more than [`MAX_SPANS`] combinations, only
+    /// the leading columns that fit are encoded, and the range bound (which belongs
+    /// to the column after all the equalities) is dropped: the residual filter checks
+    /// the rest.
+    fn spans(&self, scan: &ScanPlan) -> Result<(Vec<Span>, bool)> {
         let table = &scan.table;
         let index: &IndexDesc = scan.index.as_ref().unwrap_or(&table.primary);
         let prefix = keys::index_prefix(table.id, index.id);
@@ -363,6 +369,7 @@ impl<'a> Executor<'a> {
         };
         // Equality prefixes: the cross product of each column's values.
         let mut prefixes = vec![prefix];
+        let mut encoded = 0;
         for (i, alternatives) in k.eq.iter().enumerate() {
             let values = self.key_values(alternatives, col_type(i)?)?;
             let dir = column_direction(index, i);
@@ -379,11 +386,14 @@ impl<'a> Executor<'a> {
                 break;
             }
             prefixes = next;
+            encoded += 1;
         }
+        let all_eq = encoded == k.eq.len();
+        let points = all_eq && encoded == index.columns.len();
         let range_col = k.eq.len();
         let bound = |b: &Option<(Expr, bool)>| -> Result<Option<(Value, bool)>> {
             match b {
-                Some((e, inclusive)) if range_col < index.columns.len() => {
+                Some((e, inclusive)) if all_eq && range_col < index.columns.len() => {
                     let v = self.eval_sync(e, &[])?;
                     if v.is_null() {
                         // `col > NULL` matches nothing; an empty bound set says so.
@@ -397,7 +407,7 @@ impl<'a> Executor<'a> {
         let lower = bound(&k.lower)?;
         let upper = bound(&k.upper)?;
         if matches!(&lower, Some((Value::Null, _))) || matches!(&upper, Some((Value::Null, _))) {
-            return Ok(vec![]);
+            return Ok((vec![], points));
         }
         let dir = column_direction(index, range_col);
         let mut spans = Vec::with_capacity(prefixes.len());
@@ -434,15 +444,14 @@ impl<'a> Executor<'a> {
                 spans.push(Span::new(start, end));
             }
         }
-        Ok(spans)
+        Ok((spans, points))
     }
 
     async fn scan(&mut self, scan: &'a ScanPlan) -> Result<Vec<Row>> {
         let table = &scan.table;
-        let spans = self.spans(scan)?;
+        let (spans, points) = self.spans(scan)?;
         let mut rows = Vec::new();
-        let full_pk =
-            scan.index.is_none() && scan.constraint.eq.len() == table.primary.columns.len();
+        let full_pk = scan.index.is_none() && points;
         // Without a filter, the limit bounds what is read.
         let read_limit = if scan.filter.is_none() {
             scan.limit.unwrap_or(0)
