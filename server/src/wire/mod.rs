@@ -314,34 +314,34 @@ impl Conn {
         if let Some(app) = startup.parameters.get("application_name") {
             session.set_startup_parameter("application_name", app);
         }
-        for (name, value) in [
-            (
-                "server_version",
-                cairn_sql::expr::SERVER_VERSION.to_string(),
-            ),
-            ("server_encoding", "UTF8".into()),
-            ("client_encoding", "UTF8".into()),
-            ("DateStyle", "ISO, MDY".into()),
-            ("TimeZone", "UTC".into()),
-            ("integer_datetimes", "on".into()),
-            ("standard_conforming_strings", "on".into()),
-            ("IntervalStyle", "postgres".into()),
-            ("is_superuser", "on".into()),
-            ("session_authorization", user.clone()),
-            (
-                "application_name",
-                session
-                    .setting("application_name")
-                    .unwrap_or("")
-                    .to_string(),
-            ),
+        // The values come from the session's settings, the one place they live.
+        for name in [
+            "server_version",
+            "server_encoding",
+            "client_encoding",
+            "DateStyle",
+            "TimeZone",
+            "integer_datetimes",
+            "standard_conforming_strings",
+            "IntervalStyle",
+            "is_superuser",
+            "application_name",
         ] {
+            let value = session
+                .setting(&name.to_ascii_lowercase())
+                .unwrap_or("")
+                .to_string();
             self.send(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
                 name.into(),
                 value,
             )))
             .await?;
         }
+        self.send(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+            "session_authorization".into(),
+            user.clone(),
+        )))
+        .await?;
         let pid = session.backend_pid();
         let secret: i32 = rand_i32();
         self.send(PgWireBackendMessage::BackendKeyData(BackendKeyData::new(
