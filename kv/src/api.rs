@@ -191,6 +191,11 @@ pub struct Header {
     /// leaseholder wrote above the reading it gave was written after the transaction
     /// started, so on that node the uncertainty interval ends at the reading.
     pub observed: Vec<(NodeId, Timestamp)>,
+    /// Reads that are about to be written back (the rows an UPDATE or DELETE changes):
+    /// any committed version above the timestamp counts as uncertain, so the
+    /// transaction moves up to it (refreshing its earlier reads) and reads the newest
+    /// value, instead of reading an older one and failing its commit-time refresh.
+    pub locking: bool,
 }
 
 /// One operation of a batch.
@@ -420,8 +425,10 @@ pub enum Response {
         kvs: Vec<(Vec<u8>, Vec<u8>)>,
         resume_span: Option<Span>,
     },
+    /// The keys deleted, and what is left of the span (empty when it is done).
     DeleteRange {
         deleted: Vec<Vec<u8>>,
+        resume: Vec<Span>,
     },
     PutInline,
     EndTxn {
@@ -439,7 +446,10 @@ pub enum Response {
         waiting: Vec<crate::ids::TxnId>,
     },
     ResolveIntent,
-    ResolveIntentRange,
+    /// What is left to resolve: empty when the span is done.
+    ResolveIntentRange {
+        resume: Vec<Span>,
+    },
     QueryIntent {
         found: bool,
     },

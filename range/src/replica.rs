@@ -418,6 +418,9 @@ impl Replica {
     /// after the transaction started), but never below what an earlier leaseholder
     /// elsewhere may have written (the lease's floor).
     pub(crate) fn uncertainty_limit(&self, header: &api::Header) -> Timestamp {
+        if header.locking && header.txn.is_some() {
+            return Timestamp::MAX;
+        }
         let global = header.uncertainty_limit;
         match header.observed.iter().find(|(n, _)| *n == self.node_id) {
             Some((_, seen)) => global.min((*seen).max(self.lease_state().floor)),

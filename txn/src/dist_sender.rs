@@ -697,13 +697,30 @@ fn combine(
         }
         Request::DeleteRange { .. } => {
             let mut all = Vec::new();
+            let mut rest = Vec::new();
             for p in pieces {
                 match p {
-                    Response::DeleteRange { deleted } => all.extend(deleted),
+                    Response::DeleteRange { deleted, resume } => {
+                        all.extend(deleted);
+                        rest.extend(resume);
+                    }
                     other => return Err(mismatch(&other)),
                 }
             }
-            Response::DeleteRange { deleted: all }
+            Response::DeleteRange {
+                deleted: all,
+                resume: rest,
+            }
+        }
+        Request::ResolveIntentRange { .. } => {
+            let mut all = Vec::new();
+            for p in pieces {
+                match p {
+                    Response::ResolveIntentRange { resume } => all.extend(resume),
+                    other => return Err(mismatch(&other)),
+                }
+            }
+            Response::ResolveIntentRange { resume: all }
         }
         _ => pieces
             .next()

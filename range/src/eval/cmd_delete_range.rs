@@ -1,4 +1,6 @@
-//! DeleteRange: remove every key of a span.
+//! DeleteRange: remove the keys of a span, at most [`DELETE_RANGE_BATCH_KEYS`] per
+//! command (so a Raft command stays bounded however large the span); the answer says
+//! where to go on.
 
 use cairn_kv::api::Response;
 use cairn_kv::keys::Span;
@@ -7,11 +9,24 @@ use cairn_kv::storage::IndexedBatch;
 
 use super::EvalContext;
 
+/// The most keys one DeleteRange command deletes.
+pub const DELETE_RANGE_BATCH_KEYS: usize = 10_000;
+
 pub fn eval(
     batch: &mut IndexedBatch<'_>,
     ctx: &EvalContext<'_>,
     span: &Span,
 ) -> cairn_kv::Result<Response> {
-    let (deleted, _) = mvcc::delete_range(batch, &span.start, &span.end, ctx.ts, ctx.txn, 0)?;
-    Ok(Response::DeleteRange { deleted })
+    let (deleted, resume) = mvcc::delete_range(
+        batch,
+        &span.start,
+        &span.end,
+        ctx.ts,
+        ctx.txn,
+        DELETE_RANGE_BATCH_KEYS,
+    )?;
+    Ok(Response::DeleteRange {
+        deleted,
+        resume: resume.into_iter().collect(),
+    })
 }

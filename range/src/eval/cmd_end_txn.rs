@@ -91,14 +91,7 @@ pub fn eval(
     } else {
         (TxnStatus::Aborted, ResolveStatus::Aborted)
     };
-    let mut elsewhere = Vec::new();
-    for span in lock_spans {
-        let (local, outside) = split_span(span, ctx.range);
-        if let Some(local) = local {
-            mvcc::resolve_intent_range(batch, &local.start, &local.end, txn, resolve, 0)?;
-        }
-        elsewhere.extend(outside);
-    }
+    let elsewhere = resolve_local(batch, ctx.range, lock_spans, txn, resolve)?;
     let record = TxnRecord {
         meta: txn.clone(),
         status,
@@ -108,6 +101,42 @@ pub fn eval(
     };
     txn_record::write(batch, &record)?;
     Ok(Response::EndTxn { record })
+}
+
+/// How many intents a command that ends a transaction resolves in its own range; the
+/// rest are left to ResolveIntentRange commands, each bounded the same way, so no Raft
+/// command grows with the size of a transaction (a bulk load writes millions of rows).
+pub const RESOLVE_BATCH_KEYS: usize = 5_000;
+
+/// Resolves `txn`'s intents in `spans` that lie in `range`, up to
+/// [`RESOLVE_BATCH_KEYS`] of them, and returns what remains: the parts outside the range
+/// and whatever the budget did not reach.
+pub(super) fn resolve_local(
+    batch: &mut IndexedBatch<'_>,
+    range: &Span,
+    spans: &[Span],
+    txn: &cairn_kv::mvcc::TxnMeta,
+    status: ResolveStatus,
+) -> cairn_kv::Result<Vec<Span>> {
+    let mut budget = RESOLVE_BATCH_KEYS;
+    let mut remaining = Vec::new();
+    for span in spans {
+        let (local, outside) = split_span(span, range);
+        remaining.extend(outside);
+        let Some(local) = local else { continue };
+        if budget == 0 {
+            remaining.push(local);
+            continue;
+        }
+        let (resolved, resume) =
+            mvcc::resolve_intent_range(batch, &local.start, &local.end, txn, status, budget)?;
+        budget = budget.saturating_sub(resolved);
+        if let Some(rest) = resume {
+            budget = 0;
+            remaining.push(rest);
+        }
+    }
+    Ok(remaining)
 }
 
 /// The part of `span` inside `range`, and the parts outside it.

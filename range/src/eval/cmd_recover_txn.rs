@@ -5,10 +5,10 @@
 
 use cairn_kv::Error;
 use cairn_kv::api::{Response, TxnStatus};
-use cairn_kv::mvcc::{self, ResolveStatus, TxnMeta};
+use cairn_kv::mvcc::{ResolveStatus, TxnMeta};
 use cairn_kv::storage::IndexedBatch;
 
-use super::cmd_end_txn::split_span;
+use super::cmd_end_txn::resolve_local;
 use super::{EvalContext, txn_record};
 
 pub fn eval(
@@ -39,14 +39,7 @@ pub fn eval(
     } else {
         (TxnStatus::Aborted, ResolveStatus::Aborted)
     };
-    let mut elsewhere = Vec::new();
-    for span in &record.lock_spans {
-        let (local, outside) = split_span(span, ctx.range);
-        if let Some(local) = local {
-            mvcc::resolve_intent_range(batch, &local.start, &local.end, &record.meta, resolve, 0)?;
-        }
-        elsewhere.extend(outside);
-    }
+    let elsewhere = resolve_local(batch, ctx.range, &record.lock_spans, &record.meta, resolve)?;
     record.status = status;
     record.lock_spans = elsewhere;
     record.in_flight.clear();

@@ -437,3 +437,113 @@ fn goldenscripts() {
         range: Span::new(b"a".to_vec(), b"m".to_vec()),
     });
 }
+
+/// A transaction that wrote more intents than one command resolves: its commit resolves
+/// [`super::cmd_end_txn::RESOLVE_BATCH_KEYS`] of them and leaves the rest in the record;
+/// ResolveIntentRange goes on in bounded steps, each saying where to resume.
+#[test]
+fn resolution_of_a_large_transaction_is_bounded_per_command() {
+    use super::cmd_end_txn::RESOLVE_BATCH_KEYS;
+    let mut r = Runner {
+        engine: Memory::new(),
+        txns: HashMap::new(),
+        names: HashMap::new(),
+        range: Span::new(b"a".to_vec(), b"m".to_vec()),
+    };
+    let ts = Timestamp::new(10 * SECOND, 0);
+    let mut txn = TxnMeta {
+        id: TxnId::from_bytes([7; 16]),
+        key: b"b".to_vec(),
+        epoch: 0,
+        write_ts: ts,
+        min_ts: ts,
+        priority: 1,
+        seq: 0,
+        ignored: Vec::new(),
+    };
+    let n = 2 * RESOLVE_BATCH_KEYS + 10;
+    let key = |i: usize| format!("c{i:06}").into_bytes();
+    for i in 0..n {
+        txn.seq += 1;
+        r.eval(
+            Request::Put {
+                key: key(i),
+                value: b"v".to_vec(),
+            },
+            ts,
+            Some(&txn),
+            ts,
+        )
+        .unwrap();
+    }
+    let all = Span::new(key(0), key(n));
+    let Response::EndTxn { record } = r
+        .eval(
+            Request::EndTxn {
+                key: txn.key.clone(),
+                commit: true,
+                lock_spans: vec![all.clone(), Span::new(b"x".to_vec(), b"y".to_vec())],
+                in_flight: Vec::new(),
+            },
+            ts,
+            Some(&txn),
+            ts,
+        )
+        .unwrap()
+    else {
+        panic!("not an EndTxn answer")
+    };
+    assert_eq!(record.status, TxnStatus::Committed);
+    // The local rest from the first unresolved key on, and the span elsewhere.
+    assert_eq!(
+        record.lock_spans,
+        vec![
+            Span::new(key(RESOLVE_BATCH_KEYS), key(n)),
+            Span::new(b"x".to_vec(), b"y".to_vec()),
+        ]
+    );
+    let mut rounds = 0;
+    let mut pending = vec![record.lock_spans[0].clone()];
+    while let Some(span) = pending.pop() {
+        rounds += 1;
+        let resp = r
+            .eval(
+                Request::ResolveIntentRange {
+                    span,
+                    txn: txn.clone(),
+                    status: TxnStatus::Committed,
+                },
+                ts,
+                None,
+                ts,
+            )
+            .unwrap();
+        let Response::ResolveIntentRange { resume } = resp else {
+            panic!("{resp:?}")
+        };
+        pending.extend(resume);
+    }
+    assert_eq!(rounds, 2);
+    // Every key now reads as a committed value, with no intent left.
+    let later = Timestamp::new(11 * SECOND, 0);
+    let other = TxnMeta {
+        id: TxnId::from_bytes([8; 16]),
+        key: b"z".to_vec(),
+        ..txn.clone()
+    };
+    let resp = r
+        .eval(
+            Request::Scan {
+                span: all,
+                max_keys: 0,
+            },
+            later,
+            Some(&other),
+            later,
+        )
+        .unwrap();
+    let Response::Scan { kvs, .. } = resp else {
+        panic!("{resp:?}")
+    };
+    assert_eq!(kvs.len(), n);
+}

@@ -28,6 +28,7 @@ impl Refresher {
         for r in requests.iter().filter(|r| r.is_read()) {
             self.spans.push(r.span());
         }
+        super::txn::condense_spans(&mut self.spans);
     }
 
     pub fn clear(&mut self) {

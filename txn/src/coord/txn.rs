@@ -39,6 +39,36 @@ impl Db {
         Txn::new(self.dist.clone(), self.clock.clone(), 1)
     }
 
+    /// Splits the range holding `key` so that a range starts at `key`. Returns the new
+    /// right-hand range, or `None` if a range already started there.
+    pub async fn split_at(&self, key: &[u8]) -> Result<Option<api::RangeDescriptor>, api::Error> {
+        let batch = BatchRequest::new(
+            RangeId(0),
+            vec![Request::AdminSplit {
+                split_key: key.to_vec(),
+            }],
+        );
+        match self.dist.send(batch).await {
+            Ok(resp) => match resp.responses.into_iter().next() {
+                Some(Response::AdminSplit { right, .. }) => Ok(Some(right)),
+                other => Err(api::Error::InvalidRequest(format!(
+                    "unexpected answer to a split: {other:?}"
+                ))),
+            },
+            // The range the split went to starts at the key already.
+            Err(api::Error::InvalidRequest(_))
+                if self
+                    .dist
+                    .cache()
+                    .lookup(key)
+                    .is_some_and(|r| r.desc.start_key == key) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Runs `f` in a transaction and commits it; when the transaction must restart
     /// (a retryable error from `f` or from the commit), runs `f` again.
     pub async fn run<T, F>(&self, mut f: F) -> Result<T, TxnError>
@@ -231,21 +261,27 @@ impl Txn {
         }
     }
 
-    /// Deletes every key of `[start, end)`; returns the keys deleted.
-    pub async fn delete_range(
-        &mut self,
-        start: &[u8],
-        end: &[u8],
-    ) -> Result<Vec<Vec<u8>>, TxnError> {
-        match self
-            .send_one(Request::DeleteRange {
-                span: Span::new(start.to_vec(), end.to_vec()),
-            })
-            .await?
-        {
-            Response::DeleteRange { deleted } => Ok(deleted),
-            other => Err(unexpected(&other)),
+    /// Deletes every key of `[start, end)`; returns how many it deleted.
+    pub async fn delete_range(&mut self, start: &[u8], end: &[u8]) -> Result<usize, TxnError> {
+        // Each command deletes a bounded number of keys and says where to go on.
+        let mut spans = vec![Span::new(start.to_vec(), end.to_vec())];
+        let mut count = 0;
+        while !spans.is_empty() {
+            let requests = std::mem::take(&mut spans)
+                .into_iter()
+                .map(|span| Request::DeleteRange { span })
+                .collect();
+            for r in self.send(requests).await? {
+                match r {
+                    Response::DeleteRange { deleted, resume } => {
+                        count += deleted.len();
+                        spans.extend(resume);
+                    }
+                    other => return Err(unexpected(&other)),
+                }
+            }
         }
+        Ok(count)
     }
 
     /// A savepoint: where [`Txn::rollback_to_savepoint`] returns to.
@@ -282,12 +318,30 @@ impl Txn {
     /// Sends requests in the transaction, through the interceptors (see the module doc
     /// of [`crate::coord`]).
     pub async fn send(&mut self, requests: Vec<Request>) -> Result<Vec<Response>, TxnError> {
+        self.send_opts(requests, false).await
+    }
+
+    /// Sends reads whose results the transaction is about to write back (the rows of
+    /// an UPDATE or a DELETE): they read the newest committed values, moving the
+    /// transaction's timestamp up when those are above it (see [`Header::locking`]).
+    pub async fn send_locking(
+        &mut self,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Response>, TxnError> {
+        self.send_opts(requests, true).await
+    }
+
+    async fn send_opts(
+        &mut self,
+        requests: Vec<Request>,
+        locking: bool,
+    ) -> Result<Vec<Response>, TxnError> {
         self.check_live()?;
         let seq = self.prepare(&requests);
         self.heartbeater
             .start(&self.dist, &self.meta, self.clock.now());
         // 4. Refresher, around the send.
-        let responses = self.send_refreshing(&requests, seq).await?;
+        let responses = self.send_refreshing(&requests, seq, locking).await?;
         self.refresher.record(&requests);
         Ok(responses)
     }
@@ -306,6 +360,7 @@ impl Txn {
         for w in requests.iter().filter(|r| r.writes_data()) {
             self.lock_spans.push(w.span());
         }
+        condense_spans(&mut self.lock_spans);
         seq
     }
 
@@ -325,11 +380,13 @@ impl Txn {
         &mut self,
         requests: &[Request],
         seq: u32,
+        locking: bool,
     ) -> Result<Vec<Response>, TxnError> {
         let started = tokio::time::Instant::now();
         let mut backoff = Duration::from_millis(10);
         loop {
-            let batch = self.batch(requests.to_vec(), seq);
+            let mut batch = self.batch(requests.to_vec(), seq);
+            batch.header.locking = locking;
             match self.dist.send(batch).await {
                 Ok(resp) => {
                     self.observe(&resp);
@@ -367,6 +424,7 @@ impl Txn {
                     ..self.meta.clone()
                 }),
                 observed: self.observed.clone(),
+                locking: false,
             },
             requests,
         }
@@ -512,7 +570,7 @@ impl Txn {
                     // The writes of the final batch met an intent: send them on their
                     // own (waiting out the conflict), then commit alone.
                     let reqs = std::mem::take(&mut pending);
-                    if let Err(e) = self.send_refreshing(&reqs, seq).await {
+                    if let Err(e) = self.send_refreshing(&reqs, seq, false).await {
                         self.rollback().await;
                         return Err(e);
                     }
@@ -655,21 +713,31 @@ impl Txn {
     }
 }
 
-/// Resolves `meta`'s intents in `spans`.
-async fn resolve(dist: &DistSender, spans: Vec<Span>, meta: TxnMeta, status: TxnStatus) {
-    if spans.is_empty() {
-        return;
-    }
-    let requests = spans
-        .into_iter()
-        .map(|span| Request::ResolveIntentRange {
-            span,
-            txn: meta.clone(),
-            status,
-        })
-        .collect();
-    if let Err(e) = dist.send(BatchRequest::new(RangeId(0), requests)).await {
-        tracing::debug!(txn = ?meta.id, error = %e, "resolving intents failed; readers will resolve them");
+/// Resolves `meta`'s intents in `spans`: each command resolves a bounded number and
+/// says where to go on.
+async fn resolve(dist: &DistSender, mut spans: Vec<Span>, meta: TxnMeta, status: TxnStatus) {
+    while !spans.is_empty() {
+        let requests = std::mem::take(&mut spans)
+            .into_iter()
+            .map(|span| Request::ResolveIntentRange {
+                span,
+                txn: meta.clone(),
+                status,
+            })
+            .collect();
+        match dist.send(BatchRequest::new(RangeId(0), requests)).await {
+            Ok(resp) => {
+                for r in resp.responses {
+                    if let Response::ResolveIntentRange { resume } = r {
+                        spans.extend(resume);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(txn = ?meta.id, error = %e, "resolving intents failed; readers will resolve them");
+                return;
+            }
+        }
     }
 }
 
@@ -693,6 +761,33 @@ fn unexpected(r: &Response) -> TxnError {
     )))
 }
 
+/// How many spans a transaction tracks, for its writes and for its reads, before it
+/// condenses them into fewer, wider ones.
+pub(crate) const MAX_TRACKED_SPANS: usize = 4_096;
+
+/// Keeps `spans` under [`MAX_TRACKED_SPANS`]: past it, merges them and, if that is not
+/// enough, replaces each run of neighbours by the span that covers it. A covering span
+/// is always safe, for writes (resolving intents touches only the transaction's own)
+/// and for reads (a refresh over more keys can only fail more often), and it bounds
+/// what a transaction that writes or reads a million rows carries in memory and in its
+/// record.
+pub(crate) fn condense_spans(spans: &mut Vec<Span>) {
+    if spans.len() <= MAX_TRACKED_SPANS {
+        return;
+    }
+    let merged = merge_spans(spans);
+    let target = MAX_TRACKED_SPANS / 2;
+    if merged.len() <= target {
+        *spans = merged;
+        return;
+    }
+    let run = merged.len().div_ceil(target);
+    *spans = merged
+        .chunks(run)
+        .map(|c| Span::new(c[0].start.clone(), c[c.len() - 1].end.clone()))
+        .collect();
+}
+
 /// Sorts spans and merges the ones that overlap or touch.
 pub(crate) fn merge_spans(spans: &[Span]) -> Vec<Span> {
     let mut sorted: Vec<Span> = spans.to_vec();
@@ -714,6 +809,28 @@ pub(crate) fn merge_spans(spans: &[Span]) -> Vec<Span> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn condense_spans_bounds_the_count_and_covers_every_span() {
+        let key = |i: usize| format!("k{i:08}").into_bytes();
+        let original: Vec<Span> = (0..10 * MAX_TRACKED_SPANS)
+            .map(|i| Span::new(key(2 * i), key(2 * i + 1)))
+            .collect();
+        let mut spans = original.clone();
+        condense_spans(&mut spans);
+        assert!(spans.len() <= MAX_TRACKED_SPANS / 2, "{}", spans.len());
+        assert!(spans.windows(2).all(|w| w[0].end <= w[1].start));
+        for s in &original {
+            assert!(
+                spans.iter().any(|c| c.start <= s.start && s.end <= c.end),
+                "{s:?} not covered"
+            );
+        }
+        // Under the bound, nothing changes.
+        let mut few = original[..10].to_vec();
+        condense_spans(&mut few);
+        assert_eq!(few, original[..10].to_vec());
+    }
 
     #[test]
     fn merge_spans_joins_overlapping_and_touching() {
