@@ -287,7 +287,7 @@ pub async fn create_index(txn: &mut Txn, db_id: u64, ci: &ast::CreateIndex) -> R
     };
     table.next_index_id += 1;
     // Backfill from the rows, checking uniqueness as we go.
-    let prefix = keys::index_prefix(table.id, PRIMARY_INDEX_ID);
+    let prefix = keys::index_prefix(table.id, table.primary.id);
     let rows = txn.scan(&prefix, &keys::prefix_end(&prefix), 0).await?;
     let mut seen = std::collections::HashSet::new();
     let mut reqs = Vec::with_capacity(rows.len());
@@ -463,7 +463,7 @@ pub async fn alter_table(
                     hidden: false,
                 });
                 // Existing rows get the default (or NULL, refused for NOT NULL).
-                let prefix = keys::index_prefix(table.id, PRIMARY_INDEX_ID);
+                let prefix = keys::index_prefix(table.id, table.primary.id);
                 let rows = txn.scan(&prefix, &keys::prefix_end(&prefix), 0).await?;
                 let value = match &default {
                     Some(text) => {
@@ -520,9 +520,125 @@ pub async fn alter_table(
                 })?;
                 table.columns[pos].name = new;
             }
+            ast::AlterTableOperation::AddConstraint {
+                constraint: ast::TableConstraint::PrimaryKey(pk),
+                ..
+            } => {
+                let name = pk.name.as_ref().map(ident);
+                add_primary_key(txn, &mut table, name, &pk.columns).await?;
+            }
             other => return Err(unsupported(format!("ALTER TABLE {other}"))),
         }
     }
     catalog::put_table(txn, &mut table).await?;
+    Ok(())
+}
+
+/// Rows the table rewrite of ADD PRIMARY KEY reads and writes at a time.
+const REWRITE_BATCH_ROWS: u64 = 2_000;
+
+/// ALTER TABLE ... ADD PRIMARY KEY on a table created without one (keyed by its
+/// hidden row id): every row moves to a new primary index keyed by the given columns,
+/// which become NOT NULL, and the secondary indexes (whose entries end with the
+/// primary key) are rebuilt; the row id column goes away. All of it is writes in the
+/// statement's transaction, in batches, so a failure (a duplicate, a NULL) leaves the
+/// table as it was.
+async fn add_primary_key(
+    txn: &mut Txn,
+    table: &mut TableDesc,
+    name: Option<String>,
+    cols: &[ast::IndexColumn],
+) -> Result<()> {
+    let keyed_by_rowid = match table.primary.columns.as_slice() {
+        [(cid, _)] => table
+            .columns
+            .iter()
+            .any(|c| c.id == *cid && c.hidden && c.name == ROWID),
+        _ => false,
+    };
+    if !keyed_by_rowid {
+        return Err(multiple_pk(&table.name));
+    }
+    let old = table.clone();
+    let mut new = table.clone();
+    new.columns.retain(|c| !(c.hidden && c.name == ROWID));
+    new.primary = IndexDesc {
+        id: new.next_index_id,
+        name: name.unwrap_or_else(|| format!("{}_pkey", table.name)),
+        columns: index_columns(&new, cols)?,
+        unique: true,
+    };
+    new.next_index_id += 1;
+    for (cid, _) in new.primary.columns.clone() {
+        let pos = new.column_position(cid)?;
+        new.columns[pos].nullable = false;
+    }
+    // Positions, in an old row, of the columns the new table keeps.
+    let kept: Vec<usize> = new
+        .columns
+        .iter()
+        .map(|c| old.column_position(c.id))
+        .collect::<Result<_>>()?;
+    // Old secondary entries first: the rebuilt ones reuse their index ids.
+    for ix in &old.indexes {
+        let prefix = keys::index_prefix(old.id, ix.id);
+        txn.delete_range(&prefix, &keys::prefix_end(&prefix))
+            .await?;
+    }
+    let prefix = keys::index_prefix(old.id, old.primary.id);
+    let end = keys::prefix_end(&prefix);
+    let mut start = prefix.clone();
+    loop {
+        let rows = txn.scan(&start, &end, REWRITE_BATCH_ROWS).await?;
+        let Some((last, _)) = rows.last() else { break };
+        start = keys::next_key(last);
+        let full = rows.len() as u64 == REWRITE_BATCH_ROWS;
+        let mut reqs = Vec::with_capacity(rows.len() * (1 + new.indexes.len()));
+        for (k, v) in &rows {
+            let row = rowcodec::decode_row(&old, k, v)?;
+            let row: Vec<crate::types::Value> = kept.iter().map(|&p| row[p].clone()).collect();
+            for (cid, _) in &new.primary.columns {
+                let pos = new.column_position(*cid)?;
+                if row[pos].is_null() {
+                    return Err(Error::new(
+                        SqlState::NotNullViolation,
+                        format!(
+                            "column \"{}\" of relation \"{}\" contains null values",
+                            new.columns[pos].name, new.name
+                        ),
+                    ));
+                }
+            }
+            reqs.push(cairn_kv::api::Request::ConditionalPut {
+                key: rowcodec::primary_key(&new, &row)?,
+                value: rowcodec::encode_row_value(&new, &row),
+                expected: None,
+            });
+            for ix in &new.indexes {
+                reqs.push(cairn_kv::api::Request::Put {
+                    key: rowcodec::index_key(&new, ix, &row)?,
+                    value: Vec::new(),
+                });
+            }
+        }
+        match txn.send(reqs).await {
+            Err(cairn_txn::TxnError::Kv(cairn_kv::api::Error::Kv(
+                cairn_kv::Error::ConditionFailed { .. },
+            ))) => {
+                return Err(Error::new(
+                    SqlState::UniqueViolation,
+                    format!("could not create unique index \"{}\"", new.primary.name),
+                ));
+            }
+            other => {
+                other?;
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    txn.delete_range(&prefix, &end).await?;
+    *table = new;
     Ok(())
 }

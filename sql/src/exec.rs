@@ -53,6 +53,9 @@ pub struct Executor<'a> {
     sub_ids: HashMap<usize, Vec<usize>>,
     defaults: HashMap<String, Expr>,
     deferred: Option<Deferred>,
+    /// Set while reading the rows an UPDATE or DELETE writes back: their reads are
+    /// locking (see [`cairn_txn::Txn::send_locking`]).
+    locking: bool,
 }
 
 impl<'a> Executor<'a> {
@@ -74,6 +77,7 @@ impl<'a> Executor<'a> {
             sub_ids: HashMap::new(),
             defaults: HashMap::new(),
             deferred: None,
+            locking: false,
         }
     }
 
@@ -107,7 +111,7 @@ impl<'a> Executor<'a> {
                 sets,
                 returning,
             } => {
-                let rows = self.run(scan).await?;
+                let rows = self.run_locking(scan).await?;
                 self.update(table, rows, sets, returning.as_ref().map(|r| &r.0))
                     .await
             }
@@ -116,7 +120,7 @@ impl<'a> Executor<'a> {
                 scan,
                 returning,
             } => {
-                let rows = self.run(scan).await?;
+                let rows = self.run_locking(scan).await?;
                 self.delete(table, rows, returning.as_ref().map(|r| &r.0))
                     .await
             }
@@ -447,6 +451,25 @@ impl<'a> Executor<'a> {
         Ok((spans, points))
     }
 
+    /// Runs the source of an UPDATE or DELETE with locking reads: the rows it returns
+    /// are the newest committed ones, so the writes that follow do not land above
+    /// values the transaction did not see (which its commit would have to refuse).
+    async fn run_locking(&mut self, plan: &'a Plan) -> Result<Vec<Row>> {
+        self.locking = true;
+        let rows = self.run(plan).await;
+        self.locking = false;
+        rows
+    }
+
+    /// Sends reads, locking ones while [`Executor::run_locking`] runs.
+    async fn read(&mut self, reqs: Vec<Request>) -> Result<Vec<Response>> {
+        Ok(if self.locking {
+            self.txn.send_locking(reqs).await?
+        } else {
+            self.txn.send(reqs).await?
+        })
+    }
+
     async fn scan(&mut self, scan: &'a ScanPlan) -> Result<Vec<Row>> {
         let table = &scan.table;
         let (spans, points) = self.spans(scan)?;
@@ -469,7 +492,7 @@ impl<'a> Executor<'a> {
                 .collect();
             let keys: Vec<Vec<u8>> = spans.into_iter().map(|s| s.start).collect();
             if !reqs.is_empty() {
-                let resps = self.txn.send(reqs).await?;
+                let resps = self.read(reqs).await?;
                 for (key, resp) in keys.into_iter().zip(resps) {
                     if let Response::Get { value: Some(v) } = resp {
                         kvs.push((key, v));
@@ -486,7 +509,16 @@ impl<'a> Executor<'a> {
                 if read_limit > 0 && want == 0 {
                     break;
                 }
-                kvs.extend(self.txn.scan(&span.start, &span.end, want).await?);
+                let req = Request::Scan {
+                    span,
+                    max_keys: want,
+                };
+                for resp in self.read(vec![req]).await? {
+                    match resp {
+                        Response::Scan { kvs: got, .. } => kvs.extend(got),
+                        other => return Err(internal(format!("a scan answered {other:?}"))),
+                    }
+                }
             }
         }
         if let Some(index) = &scan.index {
@@ -501,7 +533,7 @@ impl<'a> Executor<'a> {
                     .iter()
                     .map(|k| Request::Get { key: k.clone() })
                     .collect();
-                let resps = self.txn.send(reqs).await?;
+                let resps = self.read(reqs).await?;
                 for (key, resp) in pks.into_iter().zip(resps) {
                     if let Response::Get { value: Some(v) } = resp {
                         kvs.push((key, v));
@@ -1053,7 +1085,7 @@ fn normalize_key(key: Vec<Value>) -> Vec<Value> {
 }
 
 fn duplicate_key(table: &TableDesc, index: &IndexDesc) -> Error {
-    let name = if index.id == crate::catalog::PRIMARY_INDEX_ID {
+    let name = if index.id == table.primary.id {
         format!("{}_pkey", table.name)
     } else {
         index.name.clone()

@@ -262,13 +262,33 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
         .tokenize()
         .map_err(|e| syntax(e.to_string()))?;
     // Statements (by position) that began with UPSERT. CREATE/ALTER/DROP USER
-    // become ... ROLE, which the parser reads the Postgres way.
+    // become ... ROLE, which the parser reads the Postgres way. The options of VACUUM
+    // and ANALYZE (`VACUUM (FULL) t`, `VACUUM ANALYZE t`), which the parser does not
+    // know and which mean nothing here, are blanked out; COPY's `FREEZE ON` becomes the
+    // parser's `FREEZE TRUE`.
     let mut upserts = Vec::new();
+    let splits = mark_split_at(&mut tokens);
     let mut statement = 0;
     let mut at_start = true;
     let mut after_ddl_verb = false;
+    let mut maintenance_options = false;
+    let mut option_depth = 0usize;
+    let mut after_freeze = false;
+    let blank = || Token::Whitespace(sqlparser::tokenizer::Whitespace::Space);
     for t in &mut tokens {
         let word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+        if option_depth > 0 {
+            match t {
+                Token::LParen => option_depth += 1,
+                Token::RParen => option_depth -= 1,
+                Token::SemiColon => option_depth = 0,
+                _ => {}
+            }
+            if option_depth > 0 || matches!(t, Token::RParen) {
+                *t = blank();
+                continue;
+            }
+        }
         match t {
             Token::Whitespace(_) => continue,
             Token::SemiColon => {
@@ -277,6 +297,7 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
                 }
                 at_start = true;
                 after_ddl_verb = false;
+                maintenance_options = false;
                 continue;
             }
             _ if at_start && word(t, "upsert") => {
@@ -284,15 +305,37 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
                 upserts.push(statement);
             }
             _ if after_ddl_verb && word(t, "user") => *t = Token::make_keyword("ROLE"),
+            _ if maintenance_options && matches!(t, Token::LParen) => {
+                option_depth = 1;
+                *t = blank();
+                continue;
+            }
+            _ if maintenance_options
+                && ["full", "freeze", "verbose", "analyze", "skip_locked"]
+                    .iter()
+                    .any(|w| word(t, w)) =>
+            {
+                *t = blank();
+                continue;
+            }
+            _ if after_freeze && word(t, "on") => *t = Token::make_keyword("TRUE"),
+            _ if after_freeze && word(t, "off") => *t = Token::make_keyword("FALSE"),
             _ => {}
         }
         after_ddl_verb = at_start && (word(t, "create") || word(t, "alter") || word(t, "drop"));
+        maintenance_options = at_start && (word(t, "vacuum") || word(t, "analyze"));
+        after_freeze = !at_start && word(t, "freeze");
         at_start = false;
     }
     let mut stmts = Parser::new(&dialect)
         .with_tokens(tokens)
         .parse_statements()
         .map_err(|e| syntax(e.to_string()))?;
+    for i in splits {
+        if let Some(ast::Statement::Insert(ins)) = stmts.get_mut(i) {
+            ins.ignore = true;
+        }
+    }
     for i in upserts {
         if let Some(ast::Statement::Insert(ins)) = stmts.get_mut(i) {
             if ins.on.is_some() {
@@ -302,6 +345,52 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
         }
     }
     Ok(stmts)
+}
+
+/// Finds `ALTER TABLE t SPLIT AT <query>` statements, which the parser does not know,
+/// and rewrites each to `INSERT INTO t <query>`; returns their positions. The parsed
+/// INSERTs are marked with `ignore` (MySQL's INSERT IGNORE, which the Postgres
+/// dialect never sets) and run as splits.
+fn mark_split_at(tokens: &mut [sqlparser::tokenizer::Token]) -> Vec<usize> {
+    use sqlparser::tokenizer::{Token, Whitespace};
+    let word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+    let mut found = Vec::new();
+    let mut statement = 0;
+    let mut start = 0;
+    while start < tokens.len() {
+        let end = tokens[start..]
+            .iter()
+            .position(|t| matches!(t, Token::SemiColon))
+            .map_or(tokens.len(), |p| start + p);
+        let words: Vec<usize> = (start..end)
+            .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+            .collect();
+        if words.is_empty() {
+            start = end + 1;
+            continue;
+        }
+        let at = |n: usize, w: &str| words.get(n).is_some_and(|&i| word(&tokens[i], w));
+        if at(0, "alter") && at(1, "table") {
+            // The table name: words separated by periods.
+            let mut n = 2;
+            while words
+                .get(n + 1)
+                .is_some_and(|&i| matches!(tokens[i], Token::Period))
+            {
+                n += 2;
+            }
+            if at(n + 1, "split") && at(n + 2, "at") {
+                tokens[words[0]] = Token::make_keyword("INSERT");
+                tokens[words[1]] = Token::make_keyword("INTO");
+                tokens[words[n + 1]] = Token::Whitespace(Whitespace::Space);
+                tokens[words[n + 2]] = Token::Whitespace(Whitespace::Space);
+                found.push(statement);
+            }
+        }
+        statement += 1;
+        start = end + 1;
+    }
+    found
 }
 
 /// Binds a column DEFAULT expression (stored as SQL text) to an expression over no
@@ -428,13 +517,19 @@ fn plan_statement(
 }
 
 fn is_data_statement(stmt: &ast::Statement) -> bool {
-    matches!(
-        stmt,
-        ast::Statement::Query(_)
-            | ast::Statement::Insert(_)
-            | ast::Statement::Update(_)
-            | ast::Statement::Delete(_)
-    )
+    match stmt {
+        ast::Statement::Insert(ins) => !ins.ignore,
+        ast::Statement::Query(_) | ast::Statement::Update(_) | ast::Statement::Delete(_) => true,
+        _ => false,
+    }
+}
+
+/// The result columns of ALTER TABLE ... SPLIT AT.
+fn split_columns() -> Vec<Column> {
+    vec![
+        Column::new("key", DataType::Text),
+        Column::new("range_id", DataType::Int8),
+    ]
 }
 
 fn ident_lower(i: &ast::Ident) -> String {
@@ -748,6 +843,7 @@ impl Session {
                 }
                 vec![Column::new(show_column_name(&name), DataType::Text)]
             }
+            ast::Statement::Insert(ins) if ins.ignore => split_columns(),
             _ => Vec::new(),
         }
     }
@@ -1182,6 +1278,7 @@ impl Session {
         }
         let db_id = database_id(txn, &self.database).await?;
         match stmt {
+            S::Insert(ins) if ins.ignore => self.split_at(txn, db_id, ins, params).await,
             S::Query(_) | S::Insert(_) | S::Update(_) | S::Delete(_) => {
                 let tables = resolve_tables(txn, db_id, stmt).await?;
                 let hints = params.iter().map(|_| None).collect();
@@ -1292,6 +1389,24 @@ impl Session {
                     tag: "SHOW RANGES".into(),
                 })
             }
+            // Nothing to do: old versions go by their TTL, and the planner keeps no
+            // statistics. The table must exist, as in Postgres.
+            S::Vacuum(v) => {
+                if let Some(name) = &v.table_name {
+                    catalog::must_get_table(txn, db_id, &crate::plan::object_name(name)?.1).await?;
+                }
+                Ok(ExecResult::Command {
+                    tag: "VACUUM".into(),
+                })
+            }
+            S::Analyze(a) => {
+                if let Some(name) = &a.table_name {
+                    catalog::must_get_table(txn, db_id, &crate::plan::object_name(name)?.1).await?;
+                }
+                Ok(ExecResult::Command {
+                    tag: "ANALYZE".into(),
+                })
+            }
             S::Explain { statement, .. } => {
                 let lines = self.explain(txn, db_id, statement).await?;
                 Ok(ExecResult::Rows {
@@ -1305,6 +1420,69 @@ impl Session {
                 other.to_string().chars().take(60).collect::<String>()
             ))),
         }
+    }
+
+    /// ALTER TABLE t SPLIT AT <query> (parsed as a marked INSERT: see `mark_split_at`):
+    /// each row of the query is a prefix of the primary key, and the table's ranges
+    /// are split there. One row per split: the key, and the range starting there.
+    async fn split_at(
+        &self,
+        txn: &mut Txn,
+        db_id: u64,
+        ins: &ast::Insert,
+        params: &[Value],
+    ) -> Result<ExecResult> {
+        let ast::TableObject::TableName(name) = &ins.table else {
+            return Err(unsupported("SPLIT AT on a table function"));
+        };
+        let table = catalog::must_get_table(txn, db_id, &crate::plan::object_name(name)?.1).await?;
+        let source = ins
+            .source
+            .clone()
+            .ok_or_else(|| syntax("SPLIT AT needs VALUES or a query"))?;
+        let query = ast::Statement::Query(source);
+        let tables = resolve_tables(txn, db_id, &query).await?;
+        let hints = params.iter().map(|_| None).collect();
+        let (planned, subplans, _) = plan_statement(&query, &tables, hints)?;
+        let info = self.info(txn);
+        let outcome = Executor::new(txn, params, &info, &subplans, db_id)
+            .execute(&planned)
+            .await?;
+        let mut rows = Vec::new();
+        for row in outcome.rows {
+            if row.len() > table.primary.columns.len() {
+                return Err(Error::new(
+                    SqlState::SyntaxError,
+                    format!(
+                        "too many columns in SPLIT AT data: {} for a primary key of {}",
+                        row.len(),
+                        table.primary.columns.len()
+                    ),
+                ));
+            }
+            let mut key = cairn_kv::keys::index_prefix(table.id, table.primary.id);
+            for (v, (cid, dir)) in row.into_iter().zip(&table.primary.columns) {
+                let ty = table.columns[table.column_position(*cid)?].ty;
+                let v = v.cast(ty)?;
+                if v.is_null() {
+                    return Err(Error::new(
+                        SqlState::InvalidParameterValue,
+                        "SPLIT AT values must not be NULL",
+                    ));
+                }
+                crate::rowcodec::encode_key_values(&mut key, &[(&v, *dir)])?;
+            }
+            let right = self.server.db.split_at(&key).await?;
+            rows.push(vec![
+                Value::Text(cairn_kv::keys::pretty(&key)),
+                right.map_or(Value::Null, |d| Value::Int(d.range_id.0 as i64)),
+            ]);
+        }
+        Ok(ExecResult::Rows {
+            columns: split_columns(),
+            rows,
+            tag: "SPLIT".into(),
+        })
     }
 
     /// CREATE/ALTER/DROP ROLE (and USER): users and their passwords.
@@ -1459,7 +1637,7 @@ async fn index_definitions(txn: &mut Txn, db_id: u64) -> Result<HashMap<i64, (St
                     })
                 })
                 .collect();
-            let primary = ix.id == catalog::PRIMARY_INDEX_ID;
+            let primary = ix.id == t.primary.id;
             let unique = primary || ix.unique;
             let index = format!(
                 "CREATE {}INDEX {} ON public.{} USING btree ({})",

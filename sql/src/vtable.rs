@@ -563,8 +563,8 @@ impl VirtualTable {
                             int(index_oid(&t, ix.id)),
                             int(t.id as i64),
                             int(ix.columns.len() as i64),
-                            b(ix.unique || ix.id == catalog::PRIMARY_INDEX_ID),
-                            b(ix.id == catalog::PRIMARY_INDEX_ID),
+                            b(ix.unique || ix.id == t.primary.id),
+                            b(ix.id == t.primary.id),
                             b(false),
                             b(true),
                             b(false),
@@ -641,10 +641,10 @@ impl VirtualTable {
                 let mut rows = Vec::new();
                 for t in catalog::list_tables(txn, db_id).await? {
                     for ix in visible_indexes(&t) {
-                        if !(ix.unique || ix.id == catalog::PRIMARY_INDEX_ID) {
+                        if !(ix.unique || ix.id == t.primary.id) {
                             continue;
                         }
-                        let primary = ix.id == catalog::PRIMARY_INDEX_ID;
+                        let primary = ix.id == t.primary.id;
                         if primary && t.columns.iter().any(|c| c.hidden) {
                             continue;
                         }
@@ -761,7 +761,7 @@ fn typmod(ty: DataType) -> i64 {
 pub fn visible_indexes(t: &TableDesc) -> impl Iterator<Item = &crate::catalog::IndexDesc> {
     let hidden_pk = t.columns.iter().any(|c| c.hidden);
     t.all_indexes()
-        .filter(move |ix| !(hidden_pk && ix.id == catalog::PRIMARY_INDEX_ID))
+        .filter(move |ix| !(hidden_pk && ix.id == t.primary.id))
 }
 
 /// The OID of an index.

@@ -725,8 +725,10 @@ async fn passwords_are_checked_with_scram() {
         .expect("the new password works");
 }
 
-/// SHOW RANGES FROM TABLE lists the ranges of a table with replicas and
-/// leaseholders, and EXPLAIN shows a plan's key spans and the ranges it reads.
+/// ALTER TABLE ... SPLIT AT splits a table's ranges at primary key values (again at
+/// the same value: nothing to do); SHOW RANGES FROM TABLE lists the ranges with
+/// replicas and leaseholders, and EXPLAIN shows a plan's key spans and the ranges it
+/// reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn show_ranges_and_explain_name_the_ranges() {
     let c = Cluster::start(3).await;
@@ -742,18 +744,32 @@ async fn show_ranges_and_explain_name_the_ranges() {
         .unwrap()
         .get(0);
     // Split the table's primary index at k = 10.
-    let mut split_key = cairn_kv::keys::index_prefix(table_id as u64, 1);
-    cairn_kv::keys::encode_datum(
-        &mut split_key,
-        &cairn_kv::keys::Datum::Int(10),
-        cairn_kv::keys::Direction::Asc,
+    let split = client
+        .query_one("ALTER TABLE kv SPLIT AT VALUES (10)", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        split.get::<_, String>("key"),
+        format!("/Table/{table_id}/1/10")
     );
-    c.split(1, &split_key).await.expect("split");
+    let new_range: Option<i64> = split.get("range_id");
+    assert!(new_range.is_some(), "a new range");
+    let again = client
+        .query_one("ALTER TABLE kv SPLIT AT VALUES (10)", &[])
+        .await
+        .unwrap();
+    assert_eq!(again.get::<_, Option<i64>>("range_id"), None);
+    let e = client
+        .query("ALTER TABLE kv SPLIT AT VALUES (1, 2)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42601"), "{e}");
     let rows = client
         .query("SHOW RANGES FROM TABLE kv", &[])
         .await
         .unwrap();
     assert_eq!(rows.len(), 2, "two ranges after the split");
+    assert_eq!(rows[1].get::<_, i64>("range_id"), new_range.unwrap());
     let names: Vec<&str> = rows[0].columns().iter().map(|c| c.name()).collect();
     assert_eq!(
         names,
