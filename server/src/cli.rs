@@ -32,6 +32,9 @@ pub enum Command {
     /// Tools for debugging and benchmarking a running cluster.
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// Load a cluster through SQL: bank transfers or key-value reads and writes.
+    #[command(subcommand)]
+    Workload(crate::workload::WorkloadCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +167,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Bench(BenchCommand::KvPut(args)) => kv_put(args).await,
         Command::Bench(BenchCommand::Txn(args)) => txn_bench(args).await,
         Command::Debug(DebugCommand::IdleRanges(args)) => idle_ranges(args).await,
+        Command::Workload(cmd) => crate::workload::run(cmd).await,
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`wire`]: the Postgres wire protocol, one task per SQL connection.
 //! - [`cli`]: `cairn start`, `cairn init`, `cairn demo`, `cairn bench`, `cairn debug`.
 //! - [`bench`](mod@bench): closed-loop put benchmarks against Cairn and etcd.
+//! - [`workload`]: `cairn workload init|run bank|kv`, SQL load generators.
 
 pub mod bench;
 pub mod cli;
@@ -18,5 +19,6 @@ pub mod ranges;
 pub mod rpc;
 pub mod transport;
 pub mod wire;
+pub mod workload;
 
 pub use node::{Node, NodeConfig};

@@ -9,3 +9,4 @@ mod replication;
 mod splits;
 mod sql;
 mod txn;
+mod workload;
