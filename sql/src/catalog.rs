@@ -130,6 +130,28 @@ fn decode_id(bytes: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(arr))
 }
 
+/// The key of the catalog version: a counter every change to a descriptor or a
+/// namespace entry increments, in its own transaction (see `desc_cache`).
+pub fn version_key() -> Vec<u8> {
+    keys::id_generator_key("catalog_version")
+}
+
+/// The catalog version as `txn` reads it (0 before the first change).
+pub async fn read_version(txn: &mut Txn) -> Result<u64> {
+    match txn.get(&version_key()).await? {
+        Some(v) => decode_id(&v),
+        None => Ok(0),
+    }
+}
+
+/// Marks a change to the catalog: cached descriptors of the old version stop
+/// answering once `txn` commits.
+async fn bump_version(txn: &mut Txn) -> Result<()> {
+    let next = read_version(txn).await? + 1;
+    txn.put(&version_key(), &next.to_be_bytes()).await?;
+    Ok(())
+}
+
 /// Allocates a new descriptor id in `txn`.
 pub async fn allocate_id(txn: &mut Txn) -> Result<u64> {
     let key = keys::id_generator_key("descriptor");
@@ -230,6 +252,7 @@ pub async fn create_database(txn: &mut Txn, name: &str) -> Result<DatabaseDesc> 
             format!("database \"{name}\" already exists"),
         ));
     }
+    bump_version(txn).await?;
     let id = allocate_id(txn).await?;
     let db = DatabaseDesc {
         id,
@@ -247,6 +270,7 @@ pub async fn create_database(txn: &mut Txn, name: &str) -> Result<DatabaseDesc> 
 
 /// Drops a database and every table in it (their rows included).
 pub async fn drop_database(txn: &mut Txn, db: &DatabaseDesc) -> Result<()> {
+    bump_version(txn).await?;
     for table in list_tables(txn, db.id).await? {
         drop_table(txn, &table).await?;
     }
@@ -263,6 +287,7 @@ pub async fn create_table(txn: &mut Txn, table: &TableDesc) -> Result<()> {
             format!("relation \"{}\" already exists", table.name),
         ));
     }
+    bump_version(txn).await?;
     txn.put(
         &keys::descriptor_key(table.id),
         &encode(&Descriptor::Table(table.clone()))?,
@@ -278,6 +303,7 @@ pub async fn create_table(txn: &mut Txn, table: &TableDesc) -> Result<()> {
 
 /// Writes a changed table descriptor, bumping its version.
 pub async fn put_table(txn: &mut Txn, table: &mut TableDesc) -> Result<()> {
+    bump_version(txn).await?;
     table.version += 1;
     txn.put(
         &keys::descriptor_key(table.id),
@@ -289,6 +315,7 @@ pub async fn put_table(txn: &mut Txn, table: &mut TableDesc) -> Result<()> {
 
 /// Deletes a table: its rows, its name and its descriptor.
 pub async fn drop_table(txn: &mut Txn, table: &TableDesc) -> Result<()> {
+    bump_version(txn).await?;
     let prefix = keys::table_prefix(table.id);
     txn.delete_range(&prefix, &keys::prefix_end(&prefix))
         .await?;

@@ -18,6 +18,7 @@
 
 pub mod catalog;
 pub mod ddl;
+pub mod desc_cache;
 pub mod error;
 pub mod exec;
 pub mod explain;

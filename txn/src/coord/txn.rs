@@ -180,6 +180,12 @@ impl Txn {
         self.meta.write_ts
     }
 
+    /// Whether the transaction may have written `key` (its tracked write spans cover
+    /// it; condensed spans make this conservative).
+    pub fn may_have_written(&self, key: &[u8]) -> bool {
+        self.lock_spans.iter().any(|s| s.contains(key))
+    }
+
     pub fn is_open(&self) -> bool {
         self.state == State::Open
     }
@@ -713,29 +719,42 @@ impl Txn {
     }
 }
 
-/// Resolves `meta`'s intents in `spans`: each command resolves a bounded number and
-/// says where to go on.
-async fn resolve(dist: &DistSender, mut spans: Vec<Span>, meta: TxnMeta, status: TxnStatus) {
-    while !spans.is_empty() {
-        let requests = std::mem::take(&mut spans)
-            .into_iter()
-            .map(|span| Request::ResolveIntentRange {
-                span,
-                txn: meta.clone(),
-                status,
-            })
+/// How many ResolveIntentRange commands one transaction's background resolution has
+/// in flight.
+const RESOLVE_CONCURRENCY: usize = 4;
+
+/// Resolves `meta`'s intents in `spans`: one span per command (each command resolves
+/// a bounded number of intents and says where to go on; several requests in one batch
+/// would make one unbounded Raft command), a few commands at a time.
+async fn resolve(dist: &DistSender, spans: Vec<Span>, meta: TxnMeta, status: TxnStatus) {
+    let mut pending: std::collections::VecDeque<Span> = spans.into();
+    while !pending.is_empty() {
+        let wave: Vec<Span> = pending
+            .drain(..pending.len().min(RESOLVE_CONCURRENCY))
             .collect();
-        match dist.send(BatchRequest::new(RangeId(0), requests)).await {
-            Ok(resp) => {
-                for r in resp.responses {
-                    if let Response::ResolveIntentRange { resume } = r {
-                        spans.extend(resume);
+        let sends = wave.into_iter().map(|span| {
+            dist.send(BatchRequest::new(
+                RangeId(0),
+                vec![Request::ResolveIntentRange {
+                    span,
+                    txn: meta.clone(),
+                    status,
+                }],
+            ))
+        });
+        for result in futures_util::future::join_all(sends).await {
+            match result {
+                Ok(resp) => {
+                    for r in resp.responses {
+                        if let Response::ResolveIntentRange { resume } = r {
+                            resume.into_iter().for_each(|s| pending.push_front(s));
+                        }
                     }
                 }
-            }
-            Err(e) => {
-                tracing::debug!(txn = ?meta.id, error = %e, "resolving intents failed; readers will resolve them");
-                return;
+                Err(e) => {
+                    tracing::debug!(txn = ?meta.id, error = %e, "resolving intents failed; readers will resolve them");
+                    return;
+                }
             }
         }
     }
