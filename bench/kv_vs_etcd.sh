@@ -19,24 +19,7 @@ source bench/lib.sh
 start_cairn_cluster 27450
 
 # etcd: three members.
-cluster="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
-for i in 1 2 3; do
-  etcd --name "e$i" --data-dir "$work/etcd$i" \
-    --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
-    --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
-    --initial-cluster "$cluster" --initial-cluster-state new --log-level error >"$work/etcd$i.log" 2>&1 &
-  pids+=($!)
-done
-endpoints=http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793
-leader=""
-for _ in $(seq 1 60); do
-  leader=$(ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint status -w json 2>/dev/null \
-    | python3 -c 'import json,sys; s=json.load(sys.stdin); print(next((e["Endpoint"] for e in s if e["Status"]["header"]["member_id"]==e["Status"]["leader"]),""))' 2>/dev/null || true)
-  [ -n "$leader" ] && break
-  sleep 0.5
-done
-[ -n "$leader" ] || { echo "etcd elected no leader"; exit 1; }
-leader=${leader#http://}
+start_etcd_cluster
 
 echo "# $(date -u +%FT%TZ), $(nproc) cores, ${DURATION}s per target, 256-byte values, fsync on"
 results="$work/results.jsonl"

@@ -98,7 +98,7 @@ pub async fn run(args: &BankArgs) -> Result<Summary, String> {
     let (summary, _) = drive(&args.common, "bank", |id, stats, pacer| {
         transfers(url.clone(), id, accounts, max_tries, stats, pacer)
     })
-    .await;
+    .await?;
     audits.abort();
     let bad_audits = audits.await.unwrap_or_default();
     summary.print(args.common.json);

@@ -55,7 +55,7 @@ pub async fn run(args: &KvArgs) -> Result<Summary, String> {
     let (summary, _) = drive(&args.common, "kv", |id, stats, pacer| {
         worker(args2.clone(), id, next_key.clone(), stats, pacer)
     })
-    .await;
+    .await?;
     summary.print(args.common.json);
     Ok(summary)
 }

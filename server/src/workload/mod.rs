@@ -14,6 +14,7 @@ pub mod bank;
 pub mod kv;
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -64,6 +65,10 @@ pub struct Common {
     /// Print the summary as one JSON object (and no per-second lines).
     #[arg(long)]
     pub json: bool,
+    /// Also write each second's figures to this CSV file (seconds, op, ops_per_sec,
+    /// p50_ms, p99_ms, errors), for plots.
+    #[arg(long)]
+    pub timeseries: Option<std::path::PathBuf>,
 }
 
 /// Runs `cairn workload ...`; returns the process exit code.
@@ -193,26 +198,22 @@ impl Stats {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// One progress line for the last interval, and resets the interval.
-    fn progress_line(&self, elapsed: Duration, interval: Duration) -> String {
+    /// The last interval, per operation, and resets it. Returns the rows and the
+    /// errors of the interval.
+    fn interval(&self, elapsed: Duration, interval: Duration) -> (Vec<IntervalRow>, u64) {
         let mut ops = self.ops.lock();
-        let mut parts = Vec::new();
+        let mut rows = Vec::new();
         for (name, s) in ops.iter_mut() {
-            let n = s.interval.len();
-            parts.push(format!(
-                "{name} {:>7.0}/s p50 {:>6.2} p99 {:>7.2} ms",
-                n as f64 / interval.as_secs_f64(),
-                ms(s.interval.value_at_quantile(0.5)),
-                ms(s.interval.value_at_quantile(0.99)),
-            ));
+            rows.push(IntervalRow {
+                seconds: elapsed.as_secs_f64(),
+                op: name,
+                ops_per_sec: s.interval.len() as f64 / interval.as_secs_f64(),
+                p50_ms: ms(s.interval.value_at_quantile(0.5)),
+                p99_ms: ms(s.interval.value_at_quantile(0.99)),
+            });
             s.interval.reset();
         }
-        let errors = self.interval_errors.swap(0, Ordering::Relaxed);
-        format!(
-            "{:>6.1}s  {}  errors {errors}",
-            elapsed.as_secs_f64(),
-            parts.join("  ")
-        )
+        (rows, self.interval_errors.swap(0, Ordering::Relaxed))
     }
 
     fn summary(&self, workload: &str, elapsed: Duration) -> Summary {
@@ -242,6 +243,29 @@ impl Stats {
 
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
+}
+
+/// One operation's second: a progress line's part, a row of `--timeseries`.
+struct IntervalRow {
+    seconds: f64,
+    op: &'static str,
+    ops_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn progress_line(rows: &[IntervalRow], errors: u64) -> String {
+    let parts: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {:>7.0}/s p50 {:>6.2} p99 {:>7.2} ms",
+                r.op, r.ops_per_sec, r.p50_ms, r.p99_ms
+            )
+        })
+        .collect();
+    let at = rows.first().map_or(0.0, |r| r.seconds);
+    format!("{at:>6.1}s  {}  errors {errors}", parts.join("  "))
 }
 
 #[derive(Serialize, Debug)]
@@ -330,11 +354,25 @@ impl Pacer {
 /// Runs `concurrency` workers, each made by `worker(id, stats, pacer)`, until the
 /// duration passes or Ctrl-C, printing a line a second (unless `json`). Returns the
 /// stats and how long the run took.
-pub async fn drive<F, Fut>(common: &Common, workload: &str, worker: F) -> (Summary, Arc<Stats>)
+pub async fn drive<F, Fut>(
+    common: &Common,
+    workload: &str,
+    worker: F,
+) -> Result<(Summary, Arc<Stats>), String>
 where
     F: Fn(usize, Arc<Stats>, Pacer) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
+    let mut series = match &common.timeseries {
+        Some(path) => {
+            let mut f = std::fs::File::create(path)
+                .map_err(|e| format!("creating {}: {e}", path.display()))?;
+            writeln!(f, "seconds,op,ops_per_sec,p50_ms,p99_ms,errors")
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            Some(f)
+        }
+        None => None,
+    };
     let stats = Stats::new();
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -352,10 +390,16 @@ where
         tokio::select! {
             _ = tick.tick() => {
                 let now = Instant::now();
-                let line = stats.progress_line(now - start, now - last);
+                let (rows, errors) = stats.interval(now - start, now - last);
                 last = now;
                 if !common.json {
-                    println!("{line}");
+                    println!("{}", progress_line(&rows, errors));
+                }
+                if let Some(f) = &mut series {
+                    for r in &rows {
+                        writeln!(f, "{:.1},{},{:.1},{:.3},{:.3},{errors}", r.seconds, r.op, r.ops_per_sec, r.p50_ms, r.p99_ms)
+                            .map_err(|e| format!("writing the time series: {e}"))?;
+                    }
                 }
                 if deadline.is_some_and(|d| now >= d) {
                     break;
@@ -369,5 +413,5 @@ where
     for t in tasks {
         let _ = t.await;
     }
-    (stats.summary(workload, elapsed), stats)
+    Ok((stats.summary(workload, elapsed), stats))
 }

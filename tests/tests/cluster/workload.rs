@@ -85,8 +85,13 @@ async fn bank_workload_keeps_the_total_and_catches_a_change() {
 async fn kv_workload_reads_and_writes_over_split_ranges() {
     let c = Cluster::start(3).await;
     let url = url(&c).await;
+    let dir = tempfile::tempdir().unwrap();
+    let series = dir.path().join("kv.csv");
+    let series_arg = series.to_str().unwrap().to_string();
     let argv = [
         "kv",
+        "--timeseries",
+        &series_arg,
         "--url",
         &url,
         "--json",
@@ -112,6 +117,16 @@ async fn kv_workload_reads_and_writes_over_split_ranges() {
     let total: u64 = summary.ops.iter().map(|o| o.ops).sum();
     // At most --max-rate a second (and some, to show it ran).
     assert!(total > 100 && total <= 400 * 4, "{summary:?}");
+    // A row per operation and second, for plots.
+    let csv = std::fs::read_to_string(&series).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("seconds,op,ops_per_sec,p50_ms,p99_ms,errors")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.len() >= 4, "{csv}");
+    assert!(rows.iter().any(|r| r[1] == "read") && rows.iter().any(|r| r[1] == "write"));
     let client = cairn_server::workload::connect(&url).await.unwrap();
     let ranges = client
         .query("SHOW RANGES FROM TABLE kv", &[])
