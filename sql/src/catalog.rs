@@ -146,6 +146,13 @@ pub async fn read_version(txn: &mut Txn) -> Result<u64> {
 
 /// Marks a change to the catalog: cached descriptors of the old version stop
 /// answering once `txn` commits.
+///
+/// HAZARD: every data statement reads the version, so until `txn` ends, its intent on
+/// the version makes every statement on every node wait for it. Callers bump last,
+/// after any long work (a table's rows deleted or rewritten), so a schema change
+/// statement holds it only briefly; a transaction block that changes the schema and
+/// then stays open stalls the cluster's statements until it ends. Descriptor leases
+/// would remove this.
 async fn bump_version(txn: &mut Txn) -> Result<()> {
     let next = read_version(txn).await? + 1;
     txn.put(&version_key(), &next.to_be_bytes()).await?;
@@ -270,10 +277,10 @@ pub async fn create_database(txn: &mut Txn, name: &str) -> Result<DatabaseDesc> 
 
 /// Drops a database and every table in it (their rows included).
 pub async fn drop_database(txn: &mut Txn, db: &DatabaseDesc) -> Result<()> {
-    bump_version(txn).await?;
     for table in list_tables(txn, db.id).await? {
         drop_table(txn, &table).await?;
     }
+    bump_version(txn).await?;
     txn.delete(&keys::descriptor_key(db.id)).await?;
     txn.delete(&keys::namespace_key(ROOT_ID, &db.name)).await?;
     Ok(())
@@ -315,10 +322,10 @@ pub async fn put_table(txn: &mut Txn, table: &mut TableDesc) -> Result<()> {
 
 /// Deletes a table: its rows, its name and its descriptor.
 pub async fn drop_table(txn: &mut Txn, table: &TableDesc) -> Result<()> {
-    bump_version(txn).await?;
     let prefix = keys::table_prefix(table.id);
     txn.delete_range(&prefix, &keys::prefix_end(&prefix))
         .await?;
+    bump_version(txn).await?;
     txn.delete(&keys::namespace_key(table.db_id, &table.name))
         .await?;
     txn.delete(&keys::descriptor_key(table.id)).await?;

@@ -53,7 +53,8 @@ async fn kill_9_of_the_leaseholder_process_loses_no_acknowledged_write() {
         }
         assert!(
             killed_at.elapsed() < Duration::from_secs(30),
-            "no write succeeded after kill -9"
+            "no write succeeded after kill -9; the last errors: {:?}",
+            errors.lock().iter().rev().take(5).collect::<Vec<_>>()
         );
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
