@@ -3,7 +3,7 @@
 //! Every statement names its database and tables; reading their namespace entries and
 //! descriptors costs four sequential KV reads before any row is touched. Instead, a
 //! statement reads one key, the catalog version, which every change to a descriptor or
-//! a name increments in the same transaction ([`catalog::bump_version`]). Descriptors
+//! a name increments in the same transaction (at [`catalog::version_key`]). Descriptors
 //! read at version v are the descriptors at every timestamp where the version is v, so
 //! the cache answers for a transaction that read v, whatever its timestamp.
 //!
