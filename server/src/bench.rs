@@ -28,6 +28,31 @@ use crate::transport::Transport;
 pub struct Client {
     dist: Arc<DistSender>,
     clock: Arc<Clock>,
+    /// Reads the address book again every second, stopped on drop.
+    address_book: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.address_book.abort();
+    }
+}
+
+/// Asks the node at `addr` for every node's address and remembers them.
+async fn learn_addresses(transport: &Arc<Transport>, addr: &str) -> Result<(), String> {
+    match transport
+        .call_addr(addr, RpcRequest::Nodes, Duration::from_secs(5))
+        .await
+    {
+        Ok(RpcResponse::Nodes(nodes)) => {
+            for (n, a) in nodes {
+                transport.set_addr(n, a);
+            }
+            Ok(())
+        }
+        Ok(other) => Err(format!("unexpected answer from {addr}: {other:?}")),
+        Err(e) => Err(format!("connecting to {addr}: {e}")),
+    }
 }
 
 struct ClientDialer(Arc<Transport>);
@@ -57,23 +82,36 @@ impl Client {
     ) -> Result<Client, String> {
         let clock = Arc::new(Clock::system());
         let transport = Transport::new(clock.clone(), local.into());
-        match transport
-            .call_addr(addr, RpcRequest::Nodes, Duration::from_secs(5))
-            .await
-        {
-            Ok(RpcResponse::Nodes(nodes)) => {
-                for (n, a) in nodes {
-                    transport.set_addr(n, a);
+        learn_addresses(&transport, addr).await?;
+        // The node asked may not have known every node yet (one that joined a moment
+        // ago), and nodes come and go: ask again every second, any known node, the
+        // first one first. Without this, a client that missed a node's address could
+        // never reach a range whose only leaseholder left is that node.
+        let address_book = {
+            let transport = transport.clone();
+            let first = addr.to_string();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let mut sources = vec![first.clone()];
+                    sources.extend(transport.known_nodes().into_iter().map(|(_, a)| a));
+                    for source in sources {
+                        if learn_addresses(&transport, &source).await.is_ok() {
+                            break;
+                        }
+                    }
                 }
-            }
-            Ok(other) => return Err(format!("unexpected answer from {addr}: {other:?}")),
-            Err(e) => return Err(format!("connecting to {addr}: {e}")),
-        }
+            })
+        };
         let dist = Arc::new(DistSender::new(
             Arc::new(ClientDialer(transport.clone())),
             request_timeout,
         ));
-        Ok(Client { dist, clock })
+        Ok(Client {
+            dist,
+            clock,
+            address_book,
+        })
     }
 
     pub fn dist_sender(&self) -> &DistSender {
