@@ -386,6 +386,7 @@ where
     let mut last = start;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut failed = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -396,9 +397,12 @@ where
                     println!("{}", progress_line(&rows, errors));
                 }
                 if let Some(f) = &mut series {
-                    for r in &rows {
+                    let written = rows.iter().try_for_each(|r| {
                         writeln!(f, "{:.1},{},{:.1},{:.3},{:.3},{errors}", r.seconds, r.op, r.ops_per_sec, r.p50_ms, r.p99_ms)
-                            .map_err(|e| format!("writing the time series: {e}"))?;
+                    });
+                    if let Err(e) = written {
+                        failed = Some(format!("writing the time series: {e}"));
+                        break;
                     }
                 }
                 if deadline.is_some_and(|d| now >= d) {
@@ -410,8 +414,12 @@ where
     }
     stats.stop.store(true, Ordering::Relaxed);
     let elapsed = start.elapsed();
+    // The workers stop before any error is returned.
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     Ok((stats.summary(workload, elapsed), stats))
 }
