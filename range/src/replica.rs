@@ -45,6 +45,10 @@ const MAX_WRITE_TOO_OLD_RETRIES: usize = 10;
 /// Spans the timestamp cache remembers before it forgets the oldest (raising its floor).
 const TSCACHE_MAX_ENTRIES: usize = 100_000;
 
+/// The term of a range's first election: a range created by a split starts at term 0
+/// with no leader.
+const FIRST_TERM: u64 = 1;
+
 /// What this replica knows as leaseholder, for the lease (Raft term) it belongs to.
 struct LeaseState {
     term: u64,
@@ -402,7 +406,9 @@ impl Replica {
     fn lease_state(&self) -> parking_lot::MutexGuard<'_, LeaseState> {
         let term = self.group.current_term();
         let mut guard = self.tscache.lock();
-        if guard.term != term {
+        // A state for a later term is one inherited from a split (see `inherit_lease`),
+        // waiting for the election it applies to.
+        if guard.term < term {
             let floor = self.clock.now().add_duration(self.clock.max_offset());
             *guard = LeaseState {
                 term,
@@ -411,6 +417,35 @@ impl Replica {
             };
         }
         guard
+    }
+
+    /// Called on this store's replica of the right-hand range of a split, when this
+    /// store's replica of the left-hand range (`left`) leads: if this replica wins the
+    /// new range's first election, its lease starts with the left-hand lease's floor and
+    /// timestamp cache instead of a floor `max_offset` ahead of the clock, so writes
+    /// right after a split are not pushed into the future and made to wait for it.
+    ///
+    /// This is safe because until the split applied, every read of the moved keys was
+    /// served by the left-hand range, and the left-hand leaseholder's cache covers all of
+    /// those (older leases' reads are under its floor); after it applied, the left-hand
+    /// range refuses them. Winning the first term means no other replica led the new
+    /// range before. Any later term starts from a fresh floor as usual.
+    pub(crate) fn inherit_lease(&self, left: &Replica) {
+        if !left.status().is_leader {
+            return;
+        }
+        let inherited = {
+            let l = left.lease_state();
+            LeaseState {
+                term: FIRST_TERM,
+                floor: l.floor,
+                cache: l.cache.clone(),
+            }
+        };
+        let mut guard = self.tscache.lock();
+        if guard.term < FIRST_TERM && self.group.current_term() <= FIRST_TERM {
+            *guard = inherited;
+        }
     }
 
     /// Where the batch's uncertainty interval ends on this node: at the clock reading

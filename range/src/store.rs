@@ -155,7 +155,8 @@ impl Store {
     /// already run, created by a message from the new range's first leader before the
     /// split applied here: if it has no data yet, it restarts from the state the split
     /// wrote. If this store's replica of the left-hand range leads, the new range's
-    /// replica here campaigns, so the two start with the same leader.
+    /// replica here takes over its timestamp cache (see `Replica::inherit_lease`) and
+    /// campaigns, so the two start with the same leader.
     async fn start_split_replica(
         &self,
         left: RangeId,
@@ -176,7 +177,8 @@ impl Store {
         match started {
             Ok(r) => {
                 tracing::info!(node = %self.config.node_id, range = %right, "started replica created by a split");
-                if self.replica(left).is_some_and(|l| l.status().is_leader) {
+                if let Some(l) = self.replica(left).filter(|l| l.status().is_leader) {
+                    r.inherit_lease(&l);
                     r.group().campaign();
                 }
             }

@@ -1,5 +1,6 @@
 //! Admin splits: a range cut in two under concurrent writes, the new range failing over
-//! and restarting, and a replica that missed the split catching up.
+//! and restarting, a replica that missed the split catching up, and the timestamp cache
+//! carried over to the new range.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cairn_kv::RangeId;
-use cairn_kv::api::RangeDescriptor;
+use cairn_kv::api::{BatchRequest, RangeDescriptor, Request};
 use cairn_tests::Cluster;
 use parking_lot::Mutex;
 use tokio::sync::RwLock;
@@ -279,4 +280,54 @@ async fn replica_that_missed_a_split_catches_up() {
         assert_eq!(desc.voters().count(), 3);
     }
     assert_eq!(c.get(cut, b"y149").await.unwrap(), Some(b"y".to_vec()));
+}
+
+/// A split hands the left-hand lease's timestamp cache to the new range's first lease: a
+/// read served before the split still pushes a later write above it, and a write right
+/// after the split is not pushed a whole clock offset into the future (which would make
+/// its client wait for the clock to get there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn split_carries_the_timestamp_cache_to_the_new_range() {
+    let c = Cluster::start(3).await;
+    c.put(1, b"a", b"v").await.expect("put");
+    let l = c.leaseholder(RangeId(1)).expect("a leaseholder");
+    let clock = c.node(l).clock().clone();
+    let max_offset = clock.max_offset();
+    // A read of "q" far above anything a new lease's floor would cover.
+    let read_ts = clock.now().add_duration(max_offset * 4);
+    let mut read = BatchRequest::new(RangeId(0), vec![Request::Get { key: b"q".to_vec() }]);
+    read.header.timestamp = read_ts;
+    let dist = c.node(l).dist_sender().expect("serves");
+    dist.send(read).await.expect("read in the future");
+
+    let (_, right) = c.split(l, b"n").await.expect("split");
+    assert_eq!(c.leaseholder(right.range_id), Some(l));
+
+    // The transaction's write of "q" lands above the read served before the split.
+    let mut txn = c.db(l).begin();
+    txn.put(b"q", b"w").await.expect("txn put");
+    txn.commit().await.expect("commit");
+    assert!(
+        txn.write_ts() > read_ts,
+        "write at {:?} under a read at {read_ts:?} served before the split",
+        txn.write_ts()
+    );
+
+    // A write of a key nobody read is not pushed up to a new lease's floor.
+    let before = clock.now();
+    let resp = dist
+        .send(BatchRequest::new(
+            RangeId(0),
+            vec![Request::Put {
+                key: b"r".to_vec(),
+                value: b"v".to_vec(),
+            }],
+        ))
+        .await
+        .expect("put after the split");
+    assert!(
+        resp.timestamp < before.add_duration(max_offset / 2),
+        "write right after the split pushed to {:?}, {before:?} when sent",
+        resp.timestamp
+    );
 }
