@@ -34,6 +34,7 @@ use crate::eval::{self, EvalContext};
 use crate::latch::{LatchManager, LatchSpan};
 use crate::lock_table::LockTable;
 use crate::raft::{GroupError, GroupStatus, RaftCommand, RaftGroup, ReplicaShared};
+use crate::split_queue::RangeLoad;
 use crate::store::ClusterSender;
 use crate::tscache::TimestampCache;
 use crate::txn_wait::TxnWaitQueue;
@@ -75,6 +76,8 @@ pub struct Replica {
     pub(crate) txn_wait: TxnWaitQueue,
     /// Requests waiting for intents on this range's keys.
     pub(crate) lock_table: LockTable,
+    /// Size and load, for the split queue.
+    pub(crate) load: parking_lot::Mutex<RangeLoad>,
 }
 
 impl Replica {
@@ -107,6 +110,7 @@ impl Replica {
             }),
             txn_wait: TxnWaitQueue::default(),
             lock_table: LockTable::default(),
+            load: parking_lot::Mutex::new(RangeLoad::default()),
         }
     }
 
@@ -272,6 +276,9 @@ impl Replica {
             Ok(Err(e)) => return Err(self.group_error(e, &desc, false)),
             Ok(Ok(())) => {}
         }
+        self.load
+            .lock()
+            .record_request(std::time::Instant::now(), global_span(&batch).as_ref());
         if let [api::Request::PushTxn { .. }] = batch.requests.as_slice() {
             return self.serve_push(batch, spans, &desc, deadline).await;
         }
@@ -331,6 +338,7 @@ impl Replica {
         let (mut responses, writes) = self.evaluate(batch, &desc, &mut ts, limit, txn.as_mut())?;
         self.record_reads(batch, ts, txn.as_ref());
         if !writes.is_empty() {
+            self.load.lock().record_write(writes.size_bytes() as u64);
             let cmd = RaftCommand {
                 batch: writes,
                 new_descriptor: None,
@@ -595,4 +603,28 @@ impl Replica {
             Ok(Ok(_)) => Ok(()),
         }
     }
+}
+
+/// The smallest span holding every global key the batch touches (`None` if it touches
+/// only range-local keys, such as transaction records).
+fn global_span(batch: &BatchRequest) -> Option<Span> {
+    let mut out: Option<Span> = None;
+    for r in &batch.requests {
+        let s = r.span();
+        if keys::is_local(&s.start) {
+            continue;
+        }
+        match &mut out {
+            None => out = Some(s),
+            Some(o) => {
+                if s.start < o.start {
+                    o.start = s.start;
+                }
+                if s.end > o.end {
+                    o.end = s.end;
+                }
+            }
+        }
+    }
+    out
 }

@@ -146,6 +146,10 @@ pub struct StartArgs {
     /// A file holding the password root gets if it has none (secure mode).
     #[arg(long)]
     pub root_password_file: Option<PathBuf>,
+    /// Bytes of data above which a range splits, unless the cluster setting
+    /// kv.range.max_bytes says otherwise (default 64 MiB; at least 1024).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub range_max_bytes: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +192,11 @@ async fn start(args: StartArgs) -> i32 {
     config.sql_addr = args.sql_addr;
     config.http_addr = args.http_addr;
     config.join = args.join;
+    if let Some(n) = args.range_max_bytes {
+        config
+            .setting_defaults
+            .push((cairn_range::settings::RANGE_MAX_BYTES, n));
+    }
     let node = match Node::start(config).await {
         Ok(n) => n,
         Err(e) => {

@@ -29,6 +29,7 @@ use cairn_kv::storage::rocksdb::RocksDb;
 use cairn_kv::storage::{Engine, Space, WriteBatch};
 use cairn_kv::{NodeId, RangeId, Timestamp};
 use cairn_range::raft::{RaftConfig, ReplicaNode};
+use cairn_range::settings::Settings;
 use cairn_range::{Store, StoreConfig};
 use cairn_txn::{DistSender, NodeDialer};
 use parking_lot::{Mutex, RwLock};
@@ -67,6 +68,9 @@ pub struct NodeConfig {
     pub insecure: bool,
     /// A password root gets when the node finds root without one.
     pub root_password: Option<String>,
+    /// Defaults of cluster settings that the cluster has not set (`cairn start`'s
+    /// `--range-max-bytes`, for example).
+    pub setting_defaults: Vec<(&'static str, u64)>,
 }
 
 impl NodeConfig {
@@ -86,6 +90,7 @@ impl NodeConfig {
             max_sql_connections: crate::wire::DEFAULT_MAX_CONNECTIONS,
             insecure: true,
             root_password: None,
+            setting_defaults: Vec::new(),
         }
     }
 }
@@ -138,6 +143,8 @@ pub struct Node {
     liveness: RwLock<Vec<LivenessRecord>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
+    /// The cluster settings in force, read from the cluster once a second.
+    settings: RwLock<Settings>,
 }
 
 const STORE_IDENT_TAG: u8 = 0x49; // 'I'
@@ -182,7 +189,6 @@ impl Node {
         let transport = Transport::new(clock.clone(), rpc_addr.clone());
         let node = Arc::new_cyclic(|me| Node {
             me: me.clone(),
-            config,
             rpc_addr,
             http_addr,
             sql_addr,
@@ -196,6 +202,10 @@ impl Node {
             liveness: RwLock::new(Vec::new()),
             tasks: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
+            settings: RwLock::new(Settings::with_node_defaults(
+                config.setting_defaults.iter().copied(),
+            )),
+            config,
         });
         let handler: Weak<dyn Handler> = Arc::downgrade(&node) as Weak<dyn Handler>;
         transport.set_handler(handler);
@@ -221,6 +231,8 @@ impl Node {
         }
         let n = Arc::downgrade(&node);
         node.spawn(async move { maintenance_loop(n).await });
+        let n = Arc::downgrade(&node);
+        node.spawn(async move { split_loop(n).await });
         tracing::info!(rpc = %node.rpc_addr, http = %node.http_addr, "node started");
         Ok(node)
     }
@@ -390,6 +402,7 @@ impl Node {
             id.0,
         );
         sql.set_range_info(Arc::new(crate::ranges::NodeRanges(self.me.clone())));
+        sql.set_setting_defaults(self.settings());
         let me = self.me.clone();
         let root_password = self.config.root_password.clone();
         self.spawn(async move {
@@ -496,6 +509,46 @@ impl Node {
     }
 
     /// The live nodes and their addresses.
+    /// The cluster settings in force on this node.
+    pub fn settings(&self) -> Settings {
+        self.settings.read().clone()
+    }
+
+    /// Reads the cluster settings stored in the cluster (keeping the last ones read if
+    /// the cluster does not answer).
+    async fn refresh_settings(&self) {
+        let Some(dist) = self.dist_sender() else {
+            return;
+        };
+        let batch = BatchRequest::new(
+            RangeId(0),
+            vec![Request::Scan {
+                span: keys::setting_span(),
+                max_keys: 0,
+            }],
+        );
+        match dist.send(batch).await.map(|r| r.responses) {
+            Ok(responses) => {
+                let Some(Response::Scan { kvs, .. }) = responses.into_iter().next() else {
+                    return;
+                };
+                let stored =
+                    kvs.into_iter()
+                        .filter_map(|(k, v)| match keys::decode_setting_key(&k) {
+                            Ok(name) => Some((name, v)),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "skipping a malformed setting key");
+                                None
+                            }
+                        });
+                self.settings.write().set_stored(stored);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read cluster settings; keeping the last ones")
+            }
+        }
+    }
+
     pub fn live_nodes(&self) -> Vec<(NodeId, String)> {
         self.liveness()
             .into_iter()
@@ -661,6 +714,24 @@ async fn maintenance_loop(node: Weak<Node>) {
                 let live = n.live_nodes();
                 store.replicate_queue_pass(&live).await;
             }
+        }
+        drop(n);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Reads the cluster settings and runs the split queue, once a second (apart from the
+/// heartbeats, which a slow split must not delay).
+async fn split_loop(node: Weak<Node>) {
+    loop {
+        let Some(n) = node.upgrade() else { return };
+        let interval = n.config.liveness_interval;
+        if n.is_serving()
+            && let Some(store) = n.store()
+        {
+            n.refresh_settings().await;
+            let config = n.settings.read().split_config();
+            store.split_queue_pass(config).await;
         }
         drop(n);
         tokio::time::sleep(interval).await;

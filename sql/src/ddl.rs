@@ -55,8 +55,9 @@ fn index_columns(table: &TableDesc, cols: &[ast::IndexColumn]) -> Result<Vec<(u3
     Ok(out)
 }
 
-/// Builds a table descriptor from CREATE TABLE.
-pub async fn create_table(txn: &mut Txn, db_id: u64, ct: &ast::CreateTable) -> Result<bool> {
+/// Builds a table descriptor from CREATE TABLE. Returns the new table's id, or `None`
+/// if it existed already (IF NOT EXISTS).
+pub async fn create_table(txn: &mut Txn, db_id: u64, ct: &ast::CreateTable) -> Result<Option<u64>> {
     if ct.query.is_some() || ct.like.is_some() || ct.clone.is_some() {
         return Err(unsupported("CREATE TABLE ... AS / LIKE / CLONE"));
     }
@@ -69,7 +70,7 @@ pub async fn create_table(txn: &mut Txn, db_id: u64, ct: &ast::CreateTable) -> R
     }
     if catalog::get_table(txn, db_id, &name).await?.is_some() {
         if ct.if_not_exists {
-            return Ok(false);
+            return Ok(None);
         }
         return Err(Error::new(
             SqlState::DuplicateTable,
@@ -233,7 +234,7 @@ pub async fn create_table(txn: &mut Txn, db_id: u64, ct: &ast::CreateTable) -> R
         });
     }
     catalog::create_table(txn, &table).await?;
-    Ok(true)
+    Ok(Some(id))
 }
 
 fn multiple_pk(table: &str) -> Error {

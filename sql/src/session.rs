@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use cairn_range::settings::{self, Settings};
 use cairn_txn::{Db, Txn};
 use sqlparser::ast;
 use sqlparser::dialect::PostgreSqlDialect;
@@ -31,7 +32,7 @@ use sqlparser::parser::Parser;
 use crate::catalog;
 use crate::ddl;
 use crate::desc_cache::{self, Cached, DescCache};
-use crate::error::{Error, Result, SqlState, syntax, unsupported};
+use crate::error::{Error, Result, SqlState, internal, syntax, unsupported};
 use crate::exec::{Deferred, Executor};
 use crate::expr::{Expr, Row, SessionInfo};
 use crate::opt;
@@ -92,6 +93,8 @@ pub struct SqlServer {
     pub node_id: u64,
     next_pid: AtomicI32,
     range_info: std::sync::OnceLock<Arc<dyn RangeInfo>>,
+    /// What SHOW CLUSTER SETTING answers for a setting the cluster has not set.
+    setting_defaults: std::sync::OnceLock<Settings>,
     /// Database ids and table descriptors of the current catalog version.
     desc_cache: DescCache,
 }
@@ -103,6 +106,7 @@ impl SqlServer {
             node_id,
             next_pid: AtomicI32::new(1),
             range_info: std::sync::OnceLock::new(),
+            setting_defaults: std::sync::OnceLock::new(),
             desc_cache: DescCache::default(),
         })
     }
@@ -110,6 +114,19 @@ impl SqlServer {
     /// Installs where SHOW RANGES and EXPLAIN find ranges (once).
     pub fn set_range_info(&self, info: Arc<dyn RangeInfo>) {
         let _ = self.range_info.set(info);
+    }
+
+    /// Installs the node's defaults of cluster settings (once), for SHOW CLUSTER
+    /// SETTING.
+    pub fn set_setting_defaults(&self, defaults: Settings) {
+        let _ = self.setting_defaults.set(defaults);
+    }
+
+    /// The value of `setting` when the cluster has not set it.
+    fn setting_default(&self, setting: &settings::Setting) -> u64 {
+        self.setting_defaults
+            .get()
+            .map_or(setting.default, |s| s.default_of(setting.name))
     }
 
     async fn ranges(&self, start: &[u8], end: &[u8]) -> Result<Vec<RangeRow>> {
@@ -271,6 +288,7 @@ pub fn parse(sql: &str) -> Result<Vec<ast::Statement>> {
     // know and which mean nothing here, are blanked out; COPY's `FREEZE ON` becomes the
     // parser's `FREEZE TRUE`.
     let mut upserts = Vec::new();
+    mark_cluster_settings(&mut tokens);
     let splits = mark_split_at(&mut tokens);
     let mut statement = 0;
     let mut at_start = true;
@@ -395,6 +413,88 @@ fn mark_split_at(tokens: &mut [sqlparser::tokenizer::Token]) -> Vec<usize> {
         start = end + 1;
     }
     found
+}
+
+/// The first part of the name that a rewritten `SET CLUSTER SETTING` assigns (see
+/// `mark_cluster_settings`): a quoted identifier no client can send, as Postgres
+/// identifiers cannot hold NUL.
+const CLUSTER_SETTING_MARKER: &str = "\u{0}cluster setting";
+
+/// Rewrites `SET CLUSTER SETTING name = value` (or `TO value`), which the parser does
+/// not know, to `SET <marker>.name = value`, and `RESET CLUSTER SETTING name` to
+/// `SET <marker>.name = DEFAULT`.
+fn mark_cluster_settings(tokens: &mut Vec<sqlparser::tokenizer::Token>) {
+    use sqlparser::tokenizer::{Token, Word};
+    let word = |t: &Token, w: &str| matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
+    let mut start = 0;
+    while start < tokens.len() {
+        let end = tokens[start..]
+            .iter()
+            .position(|t| matches!(t, Token::SemiColon))
+            .map_or(tokens.len(), |p| start + p);
+        let words: Vec<usize> = (start..end)
+            .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+            .collect();
+        let at = |n: usize, w: &str| words.get(n).is_some_and(|&i| word(&tokens[i], w));
+        let reset = at(0, "reset");
+        if (at(0, "set") || reset) && at(1, "cluster") && at(2, "setting") {
+            tokens[words[0]] = Token::make_keyword("SET");
+            tokens[words[1]] = Token::Word(Word {
+                value: CLUSTER_SETTING_MARKER.into(),
+                quote_style: Some('"'),
+                keyword: sqlparser::keywords::Keyword::NoKeyword,
+            });
+            tokens[words[2]] = Token::Period;
+            if reset {
+                let tail = [
+                    Token::Whitespace(sqlparser::tokenizer::Whitespace::Space),
+                    Token::Eq,
+                    Token::Whitespace(sqlparser::tokenizer::Whitespace::Space),
+                    Token::make_keyword("DEFAULT"),
+                ];
+                tokens.splice(end..end, tail);
+                start = end + 5;
+                continue;
+            }
+        }
+        start = end + 1;
+    }
+}
+
+/// The setting a `SET` of a cluster setting names, and the values it assigns.
+fn cluster_setting_target(set: &ast::Set) -> Option<(String, &[ast::Expr])> {
+    let ast::Set::SingleAssignment {
+        variable, values, ..
+    } = set
+    else {
+        return None;
+    };
+    let (first, rest) = variable.0.split_first()?;
+    match first {
+        ast::ObjectNamePart::Identifier(i) if i.value == CLUSTER_SETTING_MARKER => {}
+        _ => return None,
+    }
+    let name = setting_name(&ast::ObjectName(rest.to_vec()));
+    Some((name, values.as_slice()))
+}
+
+/// The setting named in SQL, or 42704.
+fn must_get_setting(name: &str) -> Result<&'static settings::Setting> {
+    settings::lookup(name).ok_or_else(|| {
+        Error::new(
+            SqlState::UndefinedObject,
+            format!("unrecognized cluster setting \"{name}\""),
+        )
+    })
+}
+
+fn show_cluster_settings_columns() -> Vec<Column> {
+    vec![
+        Column::new("variable", DataType::Text),
+        Column::new("value", DataType::Text),
+        Column::new("default", DataType::Text),
+        Column::new("description", DataType::Text),
+    ]
 }
 
 /// Binds a column DEFAULT expression (stored as SQL text) to an expression over no
@@ -846,6 +946,12 @@ impl Session {
                 if name.starts_with("ranges from table") {
                     return show_ranges_columns();
                 }
+                if name == "cluster settings" || name == "all cluster settings" {
+                    return show_cluster_settings_columns();
+                }
+                if let Some(setting) = name.strip_prefix("cluster setting ") {
+                    return vec![Column::new(setting.replace(' ', "."), DataType::Text)];
+                }
                 vec![Column::new(show_column_name(&name), DataType::Text)]
             }
             ast::Statement::Insert(ins) if ins.ignore => split_columns(),
@@ -1004,11 +1110,12 @@ impl Session {
                     }
                 }
             }
-            S::Set(set) => self.set(set),
+            S::Set(set) if cluster_setting_target(set).is_none() => self.set(set),
             S::ShowVariable { variable }
-                if !variable
-                    .first()
-                    .is_some_and(|w| w.value.eq_ignore_ascii_case("ranges")) =>
+                if !variable.iter().take(2).any(|w| {
+                    w.value.eq_ignore_ascii_case("ranges")
+                        || w.value.eq_ignore_ascii_case("cluster")
+                }) =>
             {
                 let name = variable
                     .iter()
@@ -1333,7 +1440,16 @@ impl Session {
                 }
             }
             S::CreateTable(ct) => {
-                ddl::create_table(txn, db_id, ct).await?;
+                if let Some(id) = ddl::create_table(txn, db_id, ct).await? {
+                    // Each table starts on its own range. The split is not part of the
+                    // transaction: if it rolls back, an empty range is left, which is
+                    // harmless. A split that fails leaves the table sharing a range,
+                    // which is only slower.
+                    let prefix = cairn_kv::keys::table_prefix(id);
+                    if let Err(e) = self.server.db.split_at(&prefix).await {
+                        tracing::warn!(table = id, error = %e, "could not give a new table its own range");
+                    }
+                }
                 Ok(ExecResult::Command {
                     tag: "CREATE TABLE".into(),
                 })
@@ -1363,6 +1479,84 @@ impl Session {
                 ddl::alter_table(txn, db_id, &at.name, &at.operations).await?;
                 Ok(ExecResult::Command {
                     tag: "ALTER TABLE".into(),
+                })
+            }
+            S::Set(set) => {
+                let Some((name, values)) = cluster_setting_target(set) else {
+                    return Err(internal(
+                        "SET of a session variable inside a transaction's work",
+                    ));
+                };
+                let setting = must_get_setting(&name)?;
+                let key = cairn_kv::keys::setting_key(setting.name);
+                match values {
+                    [v] if setting_value(v).eq_ignore_ascii_case("default") => {
+                        txn.delete(&key).await?;
+                    }
+                    [v] => {
+                        let n = settings::parse(setting, &setting_value(v))
+                            .map_err(|e| Error::new(SqlState::InvalidParameterValue, e))?;
+                        txn.put(&key, n.to_string().as_bytes()).await?;
+                    }
+                    _ => {
+                        return Err(syntax(format!(
+                            "SET CLUSTER SETTING {name} takes one value"
+                        )));
+                    }
+                }
+                Ok(ExecResult::Command {
+                    tag: "SET CLUSTER SETTING".into(),
+                })
+            }
+            S::ShowVariable { variable }
+                if variable
+                    .iter()
+                    .take(2)
+                    .any(|w| w.value.eq_ignore_ascii_case("cluster")) =>
+            {
+                let words: Vec<String> = variable.iter().map(ident_lower).collect();
+                let wanted: Vec<&settings::Setting> = match words.as_slice() {
+                    [c, s] | [_, c, s] if c == "cluster" && s == "settings" => {
+                        settings::ALL.iter().collect()
+                    }
+                    [c, s, name @ ..] if c == "cluster" && s == "setting" && !name.is_empty() => {
+                        vec![must_get_setting(&name.join("."))?]
+                    }
+                    _ => return Err(unsupported(format!("SHOW {}", words.join(" ")))),
+                };
+                let mut rows = Vec::new();
+                for setting in &wanted {
+                    let default = self.server.setting_default(setting);
+                    let stored = txn.get(&cairn_kv::keys::setting_key(setting.name)).await?;
+                    let value = stored
+                        .and_then(|v| String::from_utf8(v).ok())
+                        .and_then(|t| settings::parse(setting, &t).ok())
+                        .unwrap_or(default);
+                    rows.push((setting, value, default));
+                }
+                if let [(setting, value, _)] = rows.as_slice()
+                    && words.get(1).is_some_and(|w| w == "setting")
+                {
+                    return Ok(ExecResult::Rows {
+                        columns: vec![Column::new(setting.name, DataType::Text)],
+                        rows: vec![vec![Value::Text(value.to_string())]],
+                        tag: "SHOW".into(),
+                    });
+                }
+                Ok(ExecResult::Rows {
+                    columns: show_cluster_settings_columns(),
+                    rows: rows
+                        .into_iter()
+                        .map(|(s, v, d)| {
+                            vec![
+                                Value::Text(s.name.into()),
+                                Value::Text(v.to_string()),
+                                Value::Text(d.to_string()),
+                                Value::Text(s.description.into()),
+                            ]
+                        })
+                        .collect(),
+                    tag: "SHOW".into(),
                 })
             }
             S::ShowVariable { variable } => {

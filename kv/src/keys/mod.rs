@@ -121,6 +121,7 @@ const SYSTEM_DESCRIPTOR_TAG: &[u8; 4] = b"desc";
 const SYSTEM_NAMESPACE_TAG: &[u8; 4] = b"nmsp";
 const SYSTEM_ID_GENERATOR_TAG: &[u8; 4] = b"idgn";
 const SYSTEM_USER_TAG: &[u8; 4] = b"user";
+const SYSTEM_SETTING_TAG: &[u8; 4] = b"stng";
 
 /// `key` as a quoted, escaped byte string. The decoders' errors use this rather than
 /// [`pretty`], which calls the decoders.
@@ -421,6 +422,29 @@ pub fn id_generator_key(name: &str) -> Vec<u8> {
     let mut key = system_key(SYSTEM_ID_GENERATOR_TAG);
     encode_bytes_escaped(&mut key, name.as_bytes());
     key
+}
+
+/// The key of a cluster setting: `/System/Setting/<name>`, the name escaped.
+pub fn setting_key(name: &str) -> Vec<u8> {
+    let mut key = system_key(SYSTEM_SETTING_TAG);
+    encode_bytes_escaped(&mut key, name.as_bytes());
+    key
+}
+
+/// The span of every cluster setting.
+pub fn setting_span() -> Span {
+    let prefix = system_key(SYSTEM_SETTING_TAG);
+    let end = prefix_end(&prefix);
+    Span::new(prefix, end)
+}
+
+/// The name in a key of [`setting_key`].
+pub fn decode_setting_key(key: &[u8]) -> Result<String> {
+    let mut rest = key
+        .strip_prefix(system_key(SYSTEM_SETTING_TAG).as_slice())
+        .ok_or_else(|| Error::Decode(format!("not a setting key: {}", quoted(key))))?;
+    let name = decode_bytes_escaped(&mut rest)?;
+    String::from_utf8(name).map_err(|e| Error::Decode(format!("setting name: {e}")))
 }
 
 /// The prefix of every key of a table: `0x04 <table id>`.

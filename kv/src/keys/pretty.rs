@@ -6,8 +6,9 @@ use super::encoding::direction_of_tag;
 use super::{
     Datum, KEY_MAX, LOCAL_RANGE_ID_PREFIX, LOCAL_RANGE_PREFIX, LOCAL_STORE_PREFIX, META_PREFIX,
     RAFT_LOG_SUFFIX, SYSTEM_DESCRIPTOR_TAG, SYSTEM_ID_GENERATOR_TAG, SYSTEM_NAMESPACE_TAG,
-    SYSTEM_NODE_LIVENESS_TAG, SYSTEM_PREFIX, TABLE_MIN, TXN_RECORD_SUFFIX, decode_bytes_escaped,
-    decode_datum, decode_range_id_key, decode_range_local_key, decode_uvarint,
+    SYSTEM_NODE_LIVENESS_TAG, SYSTEM_PREFIX, SYSTEM_SETTING_TAG, TABLE_MIN, TXN_RECORD_SUFFIX,
+    decode_bytes_escaped, decode_datum, decode_range_id_key, decode_range_local_key,
+    decode_uvarint,
 };
 use crate::ids::TxnId;
 
@@ -106,6 +107,10 @@ fn write_system(out: &mut String, rest: &[u8]) -> fmt::Result {
     } else if let Some(after) = rest.strip_prefix(SYSTEM_ID_GENERATOR_TAG) {
         tail = after;
         out.write_str("/IDGen")?;
+        write_name(out, &mut tail)?;
+    } else if let Some(after) = rest.strip_prefix(SYSTEM_SETTING_TAG) {
+        tail = after;
+        out.write_str("/Setting")?;
         write_name(out, &mut tail)?;
     }
     write_tail(out, tail)
@@ -282,6 +287,10 @@ mod tests {
             (meta_key(KEY_MAX), "/Meta/Max"),
             (meta_key(&user_key), "/Meta/Table/52/1/7"),
             (node_liveness_key(NodeId(3)), "/System/NodeLiveness/3"),
+            (
+                setting_key("kv.range.max_bytes"),
+                "/System/Setting/\"kv.range.max_bytes\"",
+            ),
             (descriptor_key(52), "/System/Descriptor/52"),
             (namespace_key(1, "users"), r#"/System/Namespace/1/"users""#),
             (id_generator_key("range_id"), r#"/System/IDGen/"range_id""#),

@@ -1,5 +1,6 @@
 //! The one integration-test binary: clusters of real nodes on RocksDB over TCP.
 
+mod autosplit;
 mod bank;
 mod http;
 mod linearizability;

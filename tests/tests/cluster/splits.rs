@@ -49,7 +49,7 @@ fn spawn_writer(
 
 /// Waits until every live replica of `range_id` has applied as far as its leader, then
 /// returns their descriptors and data, which must agree.
-async fn assert_replicas_agree(c: &Cluster, range_id: RangeId) -> RangeDescriptor {
+pub(crate) async fn assert_replicas_agree(c: &Cluster, range_id: RangeId) -> RangeDescriptor {
     c.wait_until(
         Duration::from_secs(30),
         &format!("every replica of {range_id} caught up"),

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The range-splitting load test: one table grows from 1 range to at least $TARGET on a
+# 3-node cluster (separate processes, fsync on) under `cairn workload kv` (random
+# writes, 32 workers, 256-byte values).
+#
+#   before  BEFORE seconds on one range, splitting by size effectively off (64 MiB);
+#   during  SET CLUSTER SETTING kv.range.max_bytes = $SPLIT_BYTES: the table splits
+#           until it has $TARGET ranges;
+#   after   the limit goes back to 64 MiB, so splitting stops; AFTER seconds more.
+#
+# Prints splits per minute, and throughput and p99 latency per phase (the mean of the
+# per-second figures, and the worst second), as a markdown table (also in $OUT,
+# default bench-splits.md); plots the run into $PLOT (default docs/split-timeseries.png).
+#
+#   bench/split_growth.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BEFORE=${BEFORE:-30}
+AFTER=${AFTER:-30}
+TARGET=${TARGET:-64}
+SPLIT_BYTES=${SPLIT_BYTES:-524288}
+LIMIT=${LIMIT:-600}
+OUT=${OUT:-bench-splits.md}
+PLOT=${PLOT:-docs/split-timeseries.png}
+source bench/lib.sh
+start_cairn_cluster 27750
+URL="postgresql://root@127.0.0.1:27771/defaultdb?sslmode=disable"
+sql() { psql -X -q -At "$URL" -c "$1"; }
+
+"$CAIRN" workload init kv --url "$URL" >/dev/null
+"$CAIRN" workload run kv --url "$URL" --concurrency 32 --duration "$LIMIT" --value-bytes 256 \
+  --json --timeseries "$work/ts.csv" >"$work/summary.json" &
+wl=$!
+pids+=("$wl")
+t0=$(date +%s.%N)
+since() { python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.1f}')" "$(date +%s.%N)" "$t0"; }
+ranges() { sql "SHOW RANGES FROM TABLE kv" | wc -l; }
+: >"$work/ranges.csv"
+sample() { echo "$(since),$(ranges)" | tee -a "$work/ranges.csv"; }
+
+while python3 -c "import sys; sys.exit(float(sys.argv[1]) < $BEFORE)" "$(since)"; do sample >/dev/null; sleep 1; done
+start_split=$(since)
+sql "SET CLUSTER SETTING kv.range.max_bytes = $SPLIT_BYTES"
+echo "t=${start_split}s: kv.range.max_bytes = $SPLIT_BYTES"
+while :; do
+  line=$(sample)
+  n=${line#*,}
+  [ "$n" -ge "$TARGET" ] && break
+  if python3 -c "import sys; sys.exit(float(sys.argv[1]) < $LIMIT - $AFTER - 5)" "$(since)"; then
+    echo "only $n ranges after $(since)s" >&2
+    exit 1
+  fi
+  sleep 1
+done
+end_split=$(since)
+sql "SET CLUSTER SETTING kv.range.max_bytes = DEFAULT"
+echo "t=${end_split}s: $n ranges; kv.range.max_bytes back to the default"
+stop_at=$(python3 -c "print(float('$end_split') + $AFTER)")
+while python3 -c "import sys; sys.exit(float(sys.argv[1]) >= $stop_at)" "$(since)"; do sample >/dev/null; sleep 1; done
+kill -INT "$wl"
+wait "$wl" || true
+
+python3 - "$work/ts.csv" "$work/ranges.csv" "$work/summary.json" "$start_split" "$end_split" "$OUT" <<'PY'
+import csv, json, sys
+ts, ranges_csv, summary, start, end, out = sys.argv[1:7]
+start, end = float(start), float(end)
+rows = [r for r in csv.DictReader(open(ts)) if r["op"] == "write"]
+ranges = [tuple(map(float, l.split(","))) for l in open(ranges_csv) if l.strip()]
+first = next(n for t, n in ranges if t >= start)
+last = max(n for t, n in ranges if t <= end + 1)
+phases = {
+    "before (1 range)": (5, start),
+    "during splits": (start, end),
+    "after": (end + 5, float("inf")),
+}
+s = json.load(open(summary))
+lines = [
+    f"splits: {int(last - first)} in {end - start:.0f} s = {(last - first) / (end - start) * 60:.0f} per minute "
+    f"(from {int(first)} to {int(last)} ranges)",
+    f"errors: {s['errors'] or 'none'}",
+    "",
+    "| phase | seconds | writes/s | p99 ms (mean of seconds) | p99 ms (worst second) |",
+    "|---|---|---|---|---|",
+]
+means = {}
+for name, (a, b) in phases.items():
+    sel = [r for r in rows if a <= float(r["seconds"]) < b]
+    if not sel:
+        continue
+    tput = sum(float(r["ops_per_sec"]) for r in sel) / len(sel)
+    p99 = sum(float(r["p99_ms"]) for r in sel) / len(sel)
+    worst = max(float(r["p99_ms"]) for r in sel)
+    means[name] = p99
+    lines.append(f"| {name} | {len(sel)} | {tput:.0f} | {p99:.1f} | {worst:.1f} |")
+steady = means.get("before (1 range)")
+during = means.get("during splits")
+if steady and during:
+    lines.append("")
+    lines.append(f"p99 during splits / before: {during / steady:.2f}x (goal: at most 2x)")
+text = "\n".join(lines)
+print(text)
+open(out, "w").write(text + "\n")
+PY
+
+venv="$HOME/.cache/cairn/bench-venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import matplotlib" 2>/dev/null; then
+  python3 -m venv "$venv" && "$venv/bin/pip" install -q matplotlib
+fi
+"$venv/bin/python" bench/plot.py "$PLOT" \
+  "cairn workload kv while one table splits to $TARGET ranges (splitting from t=${start_split%.*}s to ${end_split%.*}s)" \
+  "writes=$work/ts.csv"
+echo "plot: $PLOT"
