@@ -243,6 +243,13 @@ pub enum Request {
         key: Vec<u8>,
         value: Vec<u8>,
     },
+    /// Writes `desc` as the meta entry at its end key (an inline value), unless the
+    /// entry there is of a newer generation: a split or change of those keys that
+    /// happened after `desc`. So a range's leaseholder can always (re)write its own
+    /// entry, and a stale one cannot undo a newer entry. Non-transactional only.
+    UpdateMeta {
+        desc: RangeDescriptor,
+    },
     /// Ends the transaction of the batch's header, anchored at `key`: commits it at its
     /// write timestamp, or aborts it. Intents in `lock_spans` that lie in this range are
     /// resolved by the same command; the others are left for the coordinator (and are
@@ -331,6 +338,7 @@ impl Request {
             | Request::Delete { .. }
             | Request::DeleteRange { .. }
             | Request::PutInline { .. }
+            | Request::UpdateMeta { .. }
             | Request::AdminSplit { .. }
             | Request::EndTxn { .. }
             | Request::HeartbeatTxn { .. }
@@ -396,6 +404,11 @@ impl Request {
             | Request::ResolveIntent { key, .. }
             | Request::QueryIntent { key, .. }
             | Request::RecoverTxn { key, .. } => Span::new(key.clone(), crate::keys::next_key(key)),
+            Request::UpdateMeta { desc } => {
+                let key = crate::keys::meta_key(&desc.end_key);
+                let end = crate::keys::next_key(&key);
+                Span::new(key, end)
+            }
             Request::Scan { span, .. }
             | Request::ReverseScan { span, .. }
             | Request::DeleteRange { span }
@@ -431,6 +444,10 @@ pub enum Response {
         resume: Vec<Span>,
     },
     PutInline,
+    /// Whether the entry was written (false: a newer one was there).
+    UpdateMeta {
+        written: bool,
+    },
     EndTxn {
         record: TxnRecord,
     },

@@ -78,6 +78,10 @@ pub struct Replica {
     pub(crate) lock_table: LockTable,
     /// Size and load, for the split queue.
     pub(crate) load: parking_lot::Mutex<RangeLoad>,
+    /// Whether this replica, when it leads, must (re)write its range's meta entry:
+    /// set when it starts, when it gets a new lease and when it splits, cleared by the
+    /// split queue once the entry is written (see `Store::split_queue_pass`).
+    pub(crate) meta_dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Replica {
@@ -111,6 +115,7 @@ impl Replica {
             txn_wait: TxnWaitQueue::default(),
             lock_table: LockTable::default(),
             load: parking_lot::Mutex::new(RangeLoad::default()),
+            meta_dirty: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -417,6 +422,8 @@ impl Replica {
         // A state for a later term is one inherited from a split (see `inherit_lease`),
         // waiting for the election it applies to.
         if guard.term < term {
+            self.meta_dirty
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             let floor = self.clock.now().add_duration(self.clock.max_offset());
             *guard = LeaseState {
                 term,

@@ -24,11 +24,15 @@
 //! Requests that reach the left-hand range for keys that moved get `RangeKeyMismatch`
 //! with its new descriptor; the sender reads the meta range again and retries.
 //!
-//! HAZARD: step 4 is not atomic with step 3 when the range is not the meta range. If
-//! the leaseholder dies between them, the meta range still describes the range before
-//! the split until something rewrites the entries (the split transaction of the
-//! splitting issue makes this atomic). Until then, lookups of keys that moved keep
-//! landing on the left-hand range and get `RangeKeyMismatch`.
+//! Step 4 is not atomic with step 3 when the range is not the meta range: if the
+//! leaseholder dies between them, the meta range still describes the range before the
+//! split, and lookups of keys that moved land on the left-hand range and get
+//! `RangeKeyMismatch` (which the sender retries). The entries are repaired by the
+//! ranges' next leaseholders: every replica writes its own meta entry when it starts
+//! leading (`UpdateMeta`, which never replaces a newer generation; see the split
+//! queue), so the window lasts until both sides have new leases, about an election
+//! timeout. HAZARD: until then, requests for the moved keys wait (up to their
+//! timeout) rather than fail.
 
 use cairn_kv::RangeId;
 use cairn_kv::api::{self, BatchRequest, RangeDescriptor, Request, Response};
@@ -98,6 +102,9 @@ impl Replica {
             generation,
             ..desc.clone()
         };
+        // Should the meta write below not happen, the split queue writes the entry.
+        self.meta_dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let cmd = RaftCommand {
             batch: Default::default(),
             new_descriptor: Some(left.clone()),
@@ -159,17 +166,13 @@ impl Replica {
         }
     }
 
-    /// Writes the meta entries of `descs` (in the meta range, which is never split).
-    async fn write_meta(&self, descs: &[&RangeDescriptor]) -> Result<(), api::Error> {
-        let mut requests = Vec::with_capacity(descs.len());
-        for d in descs {
-            let value = postcard::to_stdvec(d)
-                .map_err(|e| api::Error::InvalidRequest(format!("encoding {d}: {e}")))?;
-            requests.push(Request::PutInline {
-                key: keys::meta_key(&d.end_key),
-                value,
-            });
-        }
+    /// Writes the meta entries of `descs` (in the meta range, which is never split),
+    /// where no newer entry is.
+    pub(crate) async fn write_meta(&self, descs: &[&RangeDescriptor]) -> Result<(), api::Error> {
+        let requests = descs
+            .iter()
+            .map(|d| Request::UpdateMeta { desc: (*d).clone() })
+            .collect();
         self.cluster_sender()?
             .send(BatchRequest::new(RangeId(0), requests))
             .await

@@ -20,12 +20,17 @@
 //!   then hands the right half's lease to another voter, so the halves are served by
 //!   different nodes.
 //!
+//! Each pass also writes the meta entry of every range whose replica here has just
+//! started leading or split (see the module docs of `split`), so a meta entry left
+//! stale by a leaseholder that died mid-split is repaired by the next one.
+//!
 //! A SQL row is one key, so any key is a row boundary: both split keys are keys that
 //! were stored or requested, never a point inside a row.
 //!
 //! HAZARD: the size estimate is per leaseholder and in memory; a new leaseholder
 //! measures the range again before it can split it for size.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cairn_kv::api::RangeDescriptor;
@@ -328,6 +333,12 @@ impl Store {
             let Some(desc) = replica.descriptor() else {
                 continue;
             };
+            if replica.meta_dirty.swap(false, Ordering::Relaxed)
+                && let Err(e) = replica.write_meta(&[&desc]).await
+            {
+                replica.meta_dirty.store(true, Ordering::Relaxed);
+                tracing::warn!(range = %desc, error = %e, "could not write the range's meta entry; will retry");
+            }
             let Some((key, reason)) = self.split_key_for(&replica, &desc, config).await else {
                 continue;
             };

@@ -340,20 +340,14 @@ impl DistSender {
         deadline: tokio::time::Instant,
     ) -> Result<Vec<(RangeDescriptor, Request)>, api::Error> {
         let span = addr_span(req)?;
-        let mut out = Vec::new();
-        let mut at = span.start.clone();
-        loop {
-            let range = self.lookup(&at, deadline).await?;
-            let piece = Span::new(
-                span.start.clone().max(range.desc.start_key.clone()),
-                span.end.clone().min(range.desc.end_key.clone()),
-            );
-            out.push((range.desc.clone(), with_span(req, piece)?));
-            if range.desc.end_key >= span.end {
-                return Ok(out);
-            }
-            at = range.desc.end_key.clone();
-        }
+        let pieces = cut_span(&span, |at| async move {
+            self.lookup(&at, deadline).await.map(|r| r.desc)
+        })
+        .await?;
+        pieces
+            .into_iter()
+            .map(|(desc, piece)| Ok((desc, with_span(req, piece)?)))
+            .collect()
     }
 
     /// Tries the replicas of a range, leaseholder first.
@@ -619,6 +613,40 @@ fn unavailable(range_id: RangeId, last: Option<api::Error>) -> api::Error {
 }
 
 /// The address span of each request of the batch.
+/// Cuts `span` into one piece per range, `lookup` giving the range holding a key. Each
+/// piece starts where the previous one ended, even when the range found for it starts
+/// before that: the cache may hand back an older, wider descriptor of keys already
+/// covered (another request cached it from a meta entry the split had not rewritten
+/// yet), and starting the piece at the range's start would read those keys twice.
+async fn cut_span<F, Fut>(
+    span: &Span,
+    mut lookup: F,
+) -> Result<Vec<(RangeDescriptor, Span)>, api::Error>
+where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = Result<RangeDescriptor, api::Error>>,
+{
+    let mut out = Vec::new();
+    let mut at = span.start.clone();
+    loop {
+        let desc = lookup(at.clone()).await?;
+        if !desc.contains_key(&at) {
+            return Err(api::Error::InvalidRequest(format!(
+                "range lookup of {} answered {desc}",
+                cairn_kv::keys::pretty(&at)
+            )));
+        }
+        let end = span.end.clone().min(desc.end_key.clone());
+        let done = desc.end_key >= span.end;
+        let next = desc.end_key.clone();
+        out.push((desc, Span::new(at, end)));
+        if done {
+            return Ok(out);
+        }
+        at = next;
+    }
+}
+
 fn request_spans(batch: &BatchRequest) -> Result<Vec<Span>, api::Error> {
     batch.requests.iter().map(addr_span).collect()
 }
@@ -788,4 +816,34 @@ fn decode_meta_scan(
         }));
     }
     Ok(desc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::range_cache::tests::desc;
+
+    /// The first lookup sees the split ([a, m) and [m, z)); the second gets the older,
+    /// wider [a, z) that a stale meta entry put back in the cache meanwhile. The pieces
+    /// must not overlap.
+    #[tokio::test]
+    async fn cut_span_never_covers_a_key_twice_when_the_cache_goes_stale() {
+        let answers = parking_lot::Mutex::new(vec![desc(5, "a", "z"), desc(5, "a", "m")]);
+        let span = Span::new(b"c".to_vec(), b"t".to_vec());
+        let pieces = cut_span(&span, |_| {
+            let d = answers.lock().pop().expect("an answer");
+            async move { Ok(d) }
+        })
+        .await
+        .expect("cut");
+        let spans: Vec<(Vec<u8>, Vec<u8>)> =
+            pieces.into_iter().map(|(_, p)| (p.start, p.end)).collect();
+        assert_eq!(
+            spans,
+            vec![
+                (b"c".to_vec(), b"m".to_vec()),
+                (b"m".to_vec(), b"t".to_vec())
+            ]
+        );
+    }
 }

@@ -97,11 +97,12 @@ impl RangeCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use cairn_kv::api::ReplicaId;
 
-    fn desc(id: u64, start: &str, end: &str) -> RangeDescriptor {
+    /// A descriptor of `[start, end)` with no replicas, for tests.
+    pub(crate) fn desc(id: u64, start: &str, end: &str) -> RangeDescriptor {
         RangeDescriptor {
             range_id: RangeId(id),
             start_key: start.as_bytes().to_vec(),

@@ -242,6 +242,14 @@ pub fn delete(
 /// Writes `value` only if the key's current value (as the writer sees it: its own
 /// intent, else the newest committed version) equals `expected` (`None`: no value).
 /// Otherwise fails with [`Error::ConditionFailed`] carrying the actual value.
+///
+/// In a transaction, `ts` is its read timestamp. A committed version above it that
+/// fails the condition is one the transaction's reads did not see (another
+/// transaction wrote the key after this one read it): that is a conflict, not a
+/// failed condition, so it fails with [`Error::ReadWithinUncertainty`] and the
+/// transaction moves above that version and looks again. (An INSERT racing another of
+/// the same key thus retries and then finds the row, and an UPSERT updates it, rather
+/// than either reporting a duplicate key it never read.)
 pub fn conditional_put(
     rw: &mut dyn ReadWriter,
     key: &[u8],
@@ -254,6 +262,19 @@ pub fn conditional_put(
     if let Plan::Write { current, .. } = &plan
         && current.as_deref() != expected
     {
+        if txn.is_some() {
+            let state = load(rw, key)?;
+            if let (None, Some((existing_ts, _))) = (&state.meta, &state.newest)
+                && *existing_ts > ts
+            {
+                return Err(Error::ReadWithinUncertainty {
+                    key: key.to_vec(),
+                    read_ts: ts,
+                    existing_ts: *existing_ts,
+                    limit: *existing_ts,
+                });
+            }
+        }
         return Err(Error::ConditionFailed {
             key: key.to_vec(),
             actual: current.clone(),

@@ -24,6 +24,7 @@ mod cmd_resolve_intent;
 mod cmd_resolve_intent_range;
 mod cmd_reverse_scan;
 mod cmd_scan;
+mod cmd_update_meta;
 pub mod txn_record;
 
 #[cfg(test)]
@@ -80,6 +81,7 @@ pub fn evaluate(
         }
         Request::DeleteRange { span } => cmd_delete_range::eval(batch, ctx, span),
         Request::PutInline { key, value } => cmd_put_inline::eval(batch, ctx, key, value),
+        Request::UpdateMeta { desc } => cmd_update_meta::eval(batch, ctx, desc),
         Request::EndTxn {
             key,
             commit,
