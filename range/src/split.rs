@@ -32,7 +32,9 @@
 //! leading (`UpdateMeta`, which never replaces a newer generation; see the split
 //! queue), so the window lasts until both sides have new leases, about an election
 //! timeout. HAZARD: until then, requests for the moved keys wait (up to their
-//! timeout) rather than fail.
+//! timeout) rather than fail. The entries of a split may also be written one at a time
+//! (a repair, or the new range's leaseholder writing its own first): a lookup that
+//! finds an entry not covering its key has met that gap, and the sender looks again.
 
 use cairn_kv::RangeId;
 use cairn_kv::api::{self, BatchRequest, RangeDescriptor, Request, Response};

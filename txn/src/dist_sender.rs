@@ -477,14 +477,24 @@ impl DistSender {
                 self.cache.lookup(k)
             }
         };
-        if let Some(r) = cached(key) {
-            return Ok(r);
+        loop {
+            if let Some(r) = cached(key) {
+                return Ok(r);
+            }
+            let desc = self.meta_lookup(key, before, deadline).await?;
+            self.cache.insert(desc, None);
+            if let Some(r) = cached(key) {
+                return Ok(r);
+            }
+            // Another request cached a different view of these keys meanwhile (ranges
+            // are splitting): look again.
+            if tokio::time::Instant::now() >= deadline {
+                return Err(api::Error::RangeUnavailable {
+                    range_id: FIRST_RANGE_ID,
+                    reason: format!("no range found for {}", keys::pretty(key)),
+                });
+            }
         }
-        let desc = self.meta_lookup(key, before, deadline).await?;
-        self.cache.insert(desc, None);
-        cached(key).ok_or_else(|| {
-            api::Error::InvalidRequest(format!("no range holds {}", keys::pretty(key)))
-        })
     }
 
     /// Reads the descriptor of the range holding `key` from the meta range (with
@@ -517,7 +527,17 @@ impl DistSender {
                 None => self.probe_first_range(&scan, deadline).await,
             };
             match result {
-                Ok(resp) => return decode_meta_scan(key, before, resp),
+                Ok(resp) => match decode_meta_scan(key, before, resp)? {
+                    Ok(desc) => return Ok(desc),
+                    // A split's meta entries are being written: the right-hand one is
+                    // there, the left-hand one not yet. Look again shortly.
+                    Err(gap) => {
+                        last = Some(api::Error::RangeUnavailable {
+                            range_id: FIRST_RANGE_ID,
+                            reason: gap,
+                        });
+                    }
+                },
                 Err(Routing::Fail(e)) => return Err(e),
                 Err(Routing::Retry(e)) | Err(Routing::Stale(e)) => {
                     if first.is_some() {
@@ -782,11 +802,14 @@ impl Merged {
     }
 }
 
+/// The descriptor in a meta scan's answer, or (inner `Err`) a description of the gap
+/// when the entry found does not cover `key`: the entry of the range holding it is not
+/// written yet.
 fn decode_meta_scan(
     key: &[u8],
     before: bool,
     resp: BatchResponse,
-) -> Result<RangeDescriptor, api::Error> {
+) -> Result<Result<RangeDescriptor, String>, api::Error> {
     let kvs = match resp.responses.into_iter().next() {
         Some(Response::Scan { kvs, .. }) => kvs,
         other => {
@@ -810,18 +833,39 @@ fn decode_meta_scan(
         desc.contains_key(key)
     };
     if !covers {
-        return Err(api::Error::Kv(cairn_kv::Error::Corruption {
-            key: meta_key,
-            detail: format!("meta entry {desc} does not cover {}", keys::pretty(key)),
-        }));
+        return Ok(Err(format!(
+            "the meta entry found for {}, {desc}, does not cover it",
+            keys::pretty(key)
+        )));
     }
-    Ok(desc)
+    Ok(Ok(desc))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::range_cache::tests::desc;
+
+    /// A meta entry that does not cover the key looked up is a gap being filled (a split
+    /// wrote its right-hand entry first), not corruption: the lookup tries again.
+    #[test]
+    fn meta_entry_not_covering_the_key_is_a_gap() {
+        let answer = |d: &RangeDescriptor| BatchResponse {
+            responses: vec![Response::Scan {
+                kvs: vec![(
+                    keys::meta_key(&d.end_key),
+                    postcard::to_stdvec(d).expect("encode"),
+                )],
+                resume_span: None,
+            }],
+            ..BatchResponse::default()
+        };
+        let right = desc(9, "s", "z");
+        let gap = decode_meta_scan(b"p", false, answer(&right)).expect("decoded");
+        assert!(gap.unwrap_err().contains("does not cover"));
+        let found = decode_meta_scan(b"t", false, answer(&right)).expect("decoded");
+        assert_eq!(found, Ok(right));
+    }
 
     /// The first lookup sees the split ([a, m) and [m, z)); the second gets the older,
     /// wider [a, z) that a stale meta entry put back in the cache meanwhile. The pieces
