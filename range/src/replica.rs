@@ -163,6 +163,14 @@ impl Replica {
         self.group.status()
     }
 
+    /// What the split queue knows of the range here: its estimated size in bytes
+    /// (`None` until this replica, leading, has measured it) and the requests per
+    /// second it served in the last full second.
+    pub fn load_stats(&self) -> (Option<u64>, f64) {
+        let load = self.load.lock();
+        (load.size(), load.qps())
+    }
+
     pub fn group(&self) -> &RaftGroup {
         &self.group
     }

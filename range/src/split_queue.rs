@@ -391,13 +391,13 @@ impl Store {
         desc: &RangeDescriptor,
         config: SplitConfig,
     ) -> Option<(Vec<u8>, SplitReason)> {
-        if let Some(key) = replica.load.lock().splitter.split_key(Instant::now()) {
-            if desc.contains_key(&key)
-                && key.as_slice() > desc.start_key.as_slice()
-                && key.as_slice() >= keys::META_MAX
-            {
-                return Some((key, SplitReason::Load));
-            }
+        let load_key = replica.load.lock().splitter.split_key(Instant::now());
+        if let Some(key) = load_key
+            && desc.contains_key(&key)
+            && key.as_slice() > desc.start_key.as_slice()
+            && key.as_slice() >= keys::META_MAX
+        {
+            return Some((key, SplitReason::Load));
         }
         if !replica.load.lock().wants_measuring(config.max_bytes) {
             return None;

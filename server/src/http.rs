@@ -3,7 +3,7 @@
 //! - `GET /health`: 200 once the node serves, 503 before.
 //! - `GET /_status/nodes`: every node's liveness record.
 //! - `GET /_status/ranges`: every range of the meta range, with its replicas, its
-//!   leaseholder and applied index as its replicas report them.
+//!   leaseholder, and the leaseholder's applied index, size estimate and QPS.
 
 use std::sync::{Arc, Weak};
 
@@ -85,6 +85,10 @@ struct RangeJson {
     lease_holder: Option<u64>,
     applied_index: Option<u64>,
     generation: u64,
+    /// The leaseholder's estimate of the range's size, once measured.
+    size_bytes: Option<u64>,
+    /// Requests per second at the leaseholder in the last full second.
+    qps: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -105,8 +109,10 @@ async fn ranges(State(state): State<AppState>) -> Result<Json<RangesJson>, (Stat
             end_key: keys::pretty(&r.desc.end_key),
             replicas: r.desc.replicas.iter().map(|x| x.node_id.0).collect(),
             lease_holder: r.lease_holder.map(|n| n.0),
-            applied_index: r.applied_index,
+            applied_index: r.leader.as_ref().map(|s| s.applied_index),
             generation: r.desc.generation,
+            size_bytes: r.leader.as_ref().and_then(|s| s.size_bytes),
+            qps: r.leader.as_ref().map(|s| s.qps),
         })
         .collect();
     Ok(Json(RangesJson { ranges: out }))

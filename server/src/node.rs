@@ -562,10 +562,13 @@ impl Node {
         let store = self.store()?;
         let r = store.replica(range_id)?;
         let s = r.status();
+        let (size_bytes, qps) = r.load_stats();
         Some(ReplicaStatus {
             is_leader: s.is_leader && s.stopped.is_none(),
             applied_index: s.applied_index,
             term: s.term,
+            size_bytes,
+            qps,
         })
     }
 

@@ -10,13 +10,14 @@ use cairn_kv::{NodeId, RangeId};
 use cairn_sql::session::{RangeInfo, RangeRow};
 
 use crate::node::Node;
-use crate::rpc::{RpcRequest, RpcResponse};
+use crate::rpc::{ReplicaStatus, RpcRequest, RpcResponse};
 
 /// One range with what its replicas say.
 pub struct Described {
     pub desc: RangeDescriptor,
     pub lease_holder: Option<NodeId>,
-    pub applied_index: Option<u64>,
+    /// What the leaseholder reports (`None`: no leaseholder answered).
+    pub leader: Option<ReplicaStatus>,
 }
 
 /// The ranges overlapping `[start, end)`, in key order.
@@ -41,18 +42,21 @@ pub async fn describe(n: &Arc<Node>, start: &[u8], end: &[u8]) -> Result<Vec<Des
         if desc.end_key.as_slice() <= start || desc.start_key.as_slice() >= end {
             continue;
         }
-        let (lease_holder, applied_index) = leaseholder(n, &desc).await;
+        let (lease_holder, leader) = match leaseholder(n, &desc).await {
+            Some((node, status)) => (Some(node), Some(status)),
+            None => (None, None),
+        };
         out.push(Described {
             desc,
             lease_holder,
-            applied_index,
+            leader,
         });
     }
     Ok(out)
 }
 
-/// Asks the replicas of a range which of them leads it.
-async fn leaseholder(n: &Arc<Node>, desc: &RangeDescriptor) -> (Option<NodeId>, Option<u64>) {
+/// Asks the replicas of a range which of them leads it, and what it says.
+async fn leaseholder(n: &Arc<Node>, desc: &RangeDescriptor) -> Option<(NodeId, ReplicaStatus)> {
     for r in &desc.replicas {
         let status = if Some(r.node_id) == n.node_id() {
             n.replica_status(desc.range_id)
@@ -73,10 +77,10 @@ async fn leaseholder(n: &Arc<Node>, desc: &RangeDescriptor) -> (Option<NodeId>, 
         if let Some(s) = status
             && s.is_leader
         {
-            return (Some(r.node_id), Some(s.applied_index));
+            return Some((r.node_id, s));
         }
     }
-    (None, None)
+    None
 }
 
 /// The node as the SQL layer's view of ranges.
@@ -101,6 +105,8 @@ impl RangeInfo for NodeRanges {
                     end_key: d.desc.end_key.clone(),
                     replicas: d.desc.replicas.iter().map(|r| r.node_id.0).collect(),
                     lease_holder: d.lease_holder.map(|n| n.0),
+                    size_bytes: d.leader.as_ref().and_then(|s| s.size_bytes),
+                    qps: d.leader.as_ref().map(|s| s.qps),
                 })
                 .collect())
         })

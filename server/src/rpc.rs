@@ -88,6 +88,10 @@ pub struct ReplicaStatus {
     pub is_leader: bool,
     pub applied_index: u64,
     pub term: u64,
+    /// Estimated bytes of the range's data, once measured (by its leaseholder).
+    pub size_bytes: Option<u64>,
+    /// Requests per second served in the last full second (by its leaseholder).
+    pub qps: f64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

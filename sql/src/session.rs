@@ -68,6 +68,10 @@ pub struct RangeRow {
     /// Node ids of the replicas.
     pub replicas: Vec<u64>,
     pub lease_holder: Option<u64>,
+    /// The leaseholder's estimate of the range's size in bytes, once measured.
+    pub size_bytes: Option<u64>,
+    /// Requests per second at the leaseholder in the last full second.
+    pub qps: Option<f64>,
 }
 
 /// Where ranges are: implemented by the node, which reads the meta range and asks
@@ -1594,6 +1598,10 @@ impl Session {
                             r.lease_holder
                                 .map(|n| Value::Int(n as i64))
                                 .unwrap_or(Value::Null),
+                            r.size_bytes
+                                .map(|b| Value::Int(i64::try_from(b).unwrap_or(i64::MAX)))
+                                .unwrap_or(Value::Null),
+                            r.qps.map(Value::Float).unwrap_or(Value::Null),
                         ]
                     })
                     .collect();
@@ -1897,6 +1905,8 @@ fn show_ranges_columns() -> Vec<Column> {
         Column::new("end_key", DataType::Text),
         Column::new("replicas", DataType::Text),
         Column::new("lease_holder", DataType::Int8),
+        Column::new("range_size_bytes", DataType::Int8),
+        Column::new("qps", DataType::Float8),
     ]
 }
 

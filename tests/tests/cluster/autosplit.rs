@@ -131,7 +131,8 @@ fn spawn_reader(
 /// A table grows from one range into at least 12 by size (the limit set with the
 /// `--range-max-bytes` start flag) while writers insert through every node and
 /// transactional readers count rows: no client sees an error, every acknowledged row
-/// is there once, and the replicas of every range agree.
+/// is there once, SHOW RANGES reports the ranges' sizes, and the replicas of every
+/// range agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn table_splits_by_size_under_load_without_client_errors() {
     let c = Cluster::start_configured(3, |config| {
@@ -231,6 +232,29 @@ async fn table_splits_by_size_under_load_without_client_errors() {
     let got_set: BTreeSet<i64> = got.iter().copied().collect();
     assert_eq!(got.len(), got_set.len(), "duplicated rows");
     assert_eq!(got_set, want, "rows differ from the acknowledged ones");
+
+    // SHOW RANGES reports each range's size, as its leaseholder measured it: together
+    // at least the bytes of the values written.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let sizes: Vec<Option<i64>> = admin
+            .query("SHOW RANGES FROM TABLE kv", &[])
+            .await
+            .expect("SHOW RANGES")
+            .iter()
+            .map(|r| r.get("range_size_bytes"))
+            .collect();
+        let total: i64 = sizes.iter().flatten().sum();
+        if sizes.iter().all(Option::is_some) && total >= 300 * want.len() as i64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "range sizes {sizes:?} do not account for {} rows of 300 bytes",
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // The replicas of every range of the table hold the same data.
     for (range_id, _) in ranges_of(&admin, "kv").await {

@@ -778,7 +778,9 @@ async fn show_ranges_and_explain_name_the_ranges() {
             "start_key",
             "end_key",
             "replicas",
-            "lease_holder"
+            "lease_holder",
+            "range_size_bytes",
+            "qps"
         ]
     );
     let first_end: String = rows[0].get("end_key");
