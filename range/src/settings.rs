@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use cairn_kv::keys;
+
 use crate::split_queue::{DEFAULT_LOAD_QPS_THRESHOLD, DEFAULT_RANGE_MAX_BYTES, SplitConfig};
 
 /// One cluster setting.
@@ -81,6 +83,21 @@ impl Settings {
                 .map(|(n, v)| (n.to_string(), v))
                 .collect(),
         }
+    }
+
+    /// Replaces the stored values with a scan of [`keys::setting_span`]: raw keys and
+    /// values, as the node and SHOW CLUSTER SETTING read them.
+    pub fn set_stored_kvs(&mut self, kvs: Vec<(Vec<u8>, Vec<u8>)>) {
+        self.set_stored(
+            kvs.into_iter()
+                .filter_map(|(k, v)| match keys::decode_setting_key(&k) {
+                    Ok(name) => Some((name, v)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping a malformed setting key");
+                        None
+                    }
+                }),
+        );
     }
 
     /// Replaces the stored values with what the system key space holds.

@@ -532,16 +532,7 @@ impl Node {
                 let Some(Response::Scan { kvs, .. }) = responses.into_iter().next() else {
                     return;
                 };
-                let stored =
-                    kvs.into_iter()
-                        .filter_map(|(k, v)| match keys::decode_setting_key(&k) {
-                            Ok(name) => Some((name, v)),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "skipping a malformed setting key");
-                                None
-                            }
-                        });
-                self.settings.write().set_stored(stored);
+                self.settings.write().set_stored_kvs(kvs);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read cluster settings; keeping the last ones")

@@ -126,13 +126,6 @@ impl SqlServer {
         let _ = self.setting_defaults.set(defaults);
     }
 
-    /// The value of `setting` when the cluster has not set it.
-    fn setting_default(&self, setting: &settings::Setting) -> u64 {
-        self.setting_defaults
-            .get()
-            .map_or(setting.default, |s| s.default_of(setting.name))
-    }
-
     async fn ranges(&self, start: &[u8], end: &[u8]) -> Result<Vec<RangeRow>> {
         match self.range_info.get() {
             Some(info) => info
@@ -1528,16 +1521,18 @@ impl Session {
                     }
                     _ => return Err(unsupported(format!("SHOW {}", words.join(" ")))),
                 };
-                let mut rows = Vec::new();
-                for setting in &wanted {
-                    let default = self.server.setting_default(setting);
-                    let stored = txn.get(&cairn_kv::keys::setting_key(setting.name)).await?;
-                    let value = stored
-                        .and_then(|v| String::from_utf8(v).ok())
-                        .and_then(|t| settings::parse(setting, &t).ok())
-                        .unwrap_or(default);
-                    rows.push((setting, value, default));
-                }
+                let span = cairn_kv::keys::setting_span();
+                let mut current = self
+                    .server
+                    .setting_defaults
+                    .get()
+                    .cloned()
+                    .unwrap_or_default();
+                current.set_stored_kvs(txn.scan(&span.start, &span.end, 0).await?);
+                let rows: Vec<_> = wanted
+                    .iter()
+                    .map(|s| (s, current.get(s.name), current.default_of(s.name)))
+                    .collect();
                 if let [(setting, value, _)] = rows.as_slice()
                     && words.get(1).is_some_and(|w| w == "setting")
                 {

@@ -41,6 +41,26 @@ async fn ranges_of(client: &tokio_postgres::Client, table: &str) -> Vec<(i64, Op
         .collect()
 }
 
+/// Polls `probe` every 250 ms until it answers `Ok`; panics with its last `Err` once
+/// `timeout` has passed.
+async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "after {timeout:?}: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn is_retry(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|c| c.code() == "40001")
 }
@@ -189,20 +209,18 @@ async fn table_splits_by_size_under_load_without_client_errors() {
         ));
     }
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let ranges = loop {
+    let ranges = eventually(Duration::from_secs(120), || async {
         let ranges = ranges_of(&admin, "kv").await;
         if ranges.len() >= 12 {
-            break ranges;
+            return Ok(ranges);
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the table has only {} ranges after 120 s; errors: {:?}",
+        Err(format!(
+            "the table has only {} ranges; errors: {:?}",
             ranges.len(),
             errors.lock()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+        ))
+    })
+    .await;
     // Keep the load on a little longer, across the splits still going on.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
@@ -235,8 +253,7 @@ async fn table_splits_by_size_under_load_without_client_errors() {
 
     // SHOW RANGES reports each range's size, as its leaseholder measured it: together
     // at least the bytes of the values written.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), || async {
         let sizes: Vec<Option<i64>> = admin
             .query("SHOW RANGES FROM TABLE kv", &[])
             .await
@@ -246,15 +263,14 @@ async fn table_splits_by_size_under_load_without_client_errors() {
             .collect();
         let total: i64 = sizes.iter().flatten().sum();
         if sizes.iter().all(Option::is_some) && total >= 300 * want.len() as i64 {
-            break;
+            return Ok(());
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
+        Err(format!(
             "range sizes {sizes:?} do not account for {} rows of 300 bytes",
             want.len()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        ))
+    })
+    .await;
 
     // The replicas of every range of the table hold the same data.
     for (range_id, _) in ranges_of(&admin, "kv").await {
@@ -308,20 +324,18 @@ async fn hot_span_splits_by_load_onto_different_leaseholders() {
             }
         }));
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_secs(60), || async {
         let ranges = ranges_of(&admin, "hot").await;
         let holders: BTreeSet<i64> = ranges.iter().filter_map(|r| r.1).collect();
         if ranges.len() >= 2 && holders.len() >= 2 {
-            break;
+            return Ok(());
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no load split onto two leaseholders after 60 s: {ranges:?}; errors {:?}",
+        Err(format!(
+            "no load split onto two leaseholders: {ranges:?}; errors {:?}",
             errors.lock()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        ))
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("reader");
