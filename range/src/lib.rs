@@ -17,6 +17,7 @@
 //! - [`txn_wait`]: pushers waiting for pending transactions; deadlock detection.
 //! - [`store`]: all replicas of a node, routing, bootstrap, up-replication.
 
+pub mod allocator;
 pub mod concurrency;
 pub mod eval;
 pub mod latch;

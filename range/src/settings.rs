@@ -27,6 +27,15 @@ pub const RANGE_MAX_BYTES: &str = "kv.range.max_bytes";
 /// The requests per second above which a range looks for a split key by load.
 pub const LOAD_QPS_THRESHOLD: &str = "kv.range_split.load_qps_threshold";
 
+/// Seconds a node may be not live before its replicas are replaced elsewhere.
+pub const TIME_UNTIL_STORE_DEAD: &str = "server.time_until_store_dead";
+/// The default of [`TIME_UNTIL_STORE_DEAD`]: 5 minutes.
+pub const DEFAULT_TIME_UNTIL_STORE_DEAD_SECS: u64 = 300;
+
+/// Whether the allocator evens out replicas and leases across nodes (1) or only
+/// repairs ranges (0).
+pub const REBALANCE_ENABLED: &str = "kv.allocator.rebalance_enabled";
+
 /// Every cluster setting, by name.
 pub const ALL: &[Setting] = &[
     Setting {
@@ -40,6 +49,18 @@ pub const ALL: &[Setting] = &[
         default: DEFAULT_LOAD_QPS_THRESHOLD,
         min: 0,
         description: "requests per second above which a range splits by load (0: never)",
+    },
+    Setting {
+        name: REBALANCE_ENABLED,
+        default: 1,
+        min: 0,
+        description: "1: move replicas and leases to even them out across nodes; 0: only replace lost replicas",
+    },
+    Setting {
+        name: TIME_UNTIL_STORE_DEAD,
+        default: DEFAULT_TIME_UNTIL_STORE_DEAD_SECS,
+        min: 1,
+        description: "seconds a node may be not live before its replicas are replaced on other nodes",
     },
 ];
 
@@ -137,6 +158,16 @@ impl Settings {
             .copied()
             .or_else(|| lookup(name).map(|s| s.default))
             .unwrap_or(0)
+    }
+
+    /// How long a node may be not live before the allocator replaces its replicas.
+    pub fn time_until_store_dead(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.get(TIME_UNTIL_STORE_DEAD))
+    }
+
+    /// Whether the allocator rebalances (as opposed to only repairing).
+    pub fn rebalance_enabled(&self) -> bool {
+        self.get(REBALANCE_ENABLED) != 0
     }
 
     /// What the split queue runs with.

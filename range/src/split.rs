@@ -44,16 +44,38 @@ use crate::latch::LatchSpan;
 use crate::raft::{RaftCommand, SplitTrigger};
 use crate::replica::Replica;
 
+/// How many times a split is evaluated again after membership changes overtook it.
+const SPLIT_ATTEMPTS: usize = 5;
+
 /// The id generator that hands out range ids.
 const RANGE_ID_GENERATOR: &str = "range_id";
 
 impl Replica {
     /// Splits this range at `split_key` (see the module doc). Returns the left-hand and
-    /// the right-hand descriptors.
+    /// the right-hand descriptors. A split that a membership change overtook on its way
+    /// to the log is evaluated again (a few times).
     pub async fn admin_split(
         &self,
         split_key: &[u8],
     ) -> Result<(RangeDescriptor, RangeDescriptor), api::Error> {
+        let mut why = String::new();
+        for _ in 0..SPLIT_ATTEMPTS {
+            match self.try_admin_split(split_key).await? {
+                Ok(done) => return Ok(done),
+                Err(rejected) => why = rejected,
+            }
+        }
+        Err(api::Error::RangeUnavailable {
+            range_id: self.range_id,
+            reason: format!("split rejected {SPLIT_ATTEMPTS} times: {why}"),
+        })
+    }
+
+    /// One attempt at a split: `Ok(Err(why))` if it was rejected when applied.
+    async fn try_admin_split(
+        &self,
+        split_key: &[u8],
+    ) -> Result<Result<(RangeDescriptor, RangeDescriptor), String>, api::Error> {
         let range_id = self.range_id;
         let desc = self.descriptor().ok_or(api::Error::RangeNotFound {
             range_id,
@@ -122,7 +144,11 @@ impl Replica {
                 });
             }
             Ok(Err(e)) => return Err(self.group_error(e, &desc, true)),
-            Ok(Ok(_)) => {}
+            Ok(Ok(res)) => {
+                if let Some(why) = res.rejected {
+                    return Ok(Err(why));
+                }
+            }
         }
         drop(latches);
         tracing::info!(node = %self.node_id, %left, %right, "range split");
@@ -144,7 +170,7 @@ impl Replica {
             }
         };
         let _ = tokio::time::timeout_at(deadline, elected).await;
-        Ok((left, right))
+        Ok(Ok((left, right)))
     }
 
     /// A new range id, from the cluster-wide generator.

@@ -10,6 +10,7 @@
 //! store's old replica was removed from the range and is replaced.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use cairn_kv::storage::{Engine, Space, WriteBatch};
 use cairn_kv::{NodeId, RangeId};
 use parking_lot::RwLock;
 
+use crate::allocator::{self, Action, ClusterView, Reason};
 use crate::log_writer::LogWriter;
 use crate::raft::log_store::{decode, encode};
 use crate::raft::state_machine::{StoreEvent, data_spans};
@@ -31,6 +33,10 @@ use crate::raft::{
     ReplicaNode, ReplicaShared,
 };
 use crate::replica::Replica;
+
+/// How long adding a learner may take to stream it a snapshot and catch it up (it is
+/// abandoned sooner if its node stops being live).
+const LEARNER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The first range of a cluster.
 pub const FIRST_RANGE_ID: RangeId = RangeId(1);
@@ -71,6 +77,10 @@ pub struct Store {
     lifecycle: tokio::sync::Mutex<()>,
     /// Where replicas' state machines report splits.
     events: tokio::sync::mpsc::UnboundedSender<StoreEvent>,
+    /// Whether a node is live (see [`Store::set_liveness`]).
+    liveness: OnceLock<Arc<dyn Fn(NodeId) -> bool + Send + Sync>>,
+    /// When the replica GC last checked each range's replica here.
+    gc_checked: parking_lot::Mutex<HashMap<RangeId, std::time::Instant>>,
     /// Routes batches to any range of the cluster (the node's DistSender), for what a
     /// replica must ask of other ranges: new range ids and meta entries for splits.
     cluster: ClusterSender,
@@ -106,6 +116,8 @@ impl Store {
             broken: RwLock::new(HashMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
             events,
+            gc_checked: parking_lot::Mutex::new(HashMap::new()),
+            liveness: OnceLock::new(),
             cluster: Arc::new(OnceLock::new()),
         });
         tokio::spawn(Store::handle_events(Arc::downgrade(&store), events_rx));
@@ -355,6 +367,9 @@ impl Store {
             )));
         }
         replica.propose_descriptor(desc.clone()).await?;
+        // Replicas added later start from a snapshot: replaying the first range's log
+        // from its start could write keys that have since moved to other ranges.
+        replica.group().compact(Duration::from_secs(30)).await?;
         tracing::info!(node = %self.config.node_id, "bootstrapped the first range");
         Ok(desc)
     }
@@ -437,6 +452,15 @@ impl Store {
         replica_id: ReplicaId,
     ) -> Result<Arc<Replica>, StoreError> {
         let _l = self.lifecycle.lock().await;
+        let tombstone = keys::range_tombstone_key(range_id);
+        if let Some(stored) = self.engine.get(Space::Raft, &tombstone).map_err(storage)? {
+            let lowest: u64 = decode(range_id, &tombstone, &stored).map_err(storage)?;
+            if replica_id.0 < lowest {
+                return Err(StoreError::Storage(format!(
+                    "{range_id}: replica {replica_id} was removed from this store"
+                )));
+            }
+        }
         if let Some(existing) = self.replica(range_id) {
             if existing.replica_id() == replica_id {
                 return Ok(existing);
@@ -468,6 +492,14 @@ impl Store {
             keys::range_id_prefix(range_id),
             keys::range_id_prefix_end(range_id),
         );
+        // Messages still on their way to the destroyed replica must not bring it back.
+        let tombstone = keys::range_tombstone_key(range_id);
+        let lowest = replica.replica_id().0 + 1;
+        b.put(
+            Space::Raft,
+            tombstone.clone(),
+            encode(&tombstone, &lowest).map_err(storage)?,
+        );
         self.writer.write(b).await.map_err(storage)?;
         tracing::info!(node = %self.config.node_id, range = %range_id, replica = %replica.replica_id(), "replica destroyed");
         Ok(())
@@ -494,11 +526,18 @@ impl Store {
         }
     }
 
-    /// One pass of the replicate queue: for every range this store leads, add replicas
-    /// on live nodes until the range has as many voters as it should (3 once 3 nodes are
-    /// live, else 1). `live` lists the live nodes and their addresses.
-    pub async fn replicate_queue_pass(&self, live: &[(NodeId, String)]) {
-        let desired = if live.len() >= 3 { 3 } else { 1 };
+    /// One pass of the replicate queue: for every range this store leads, asks the
+    /// allocator for the next change (see [`crate::allocator`]) and makes it. Repairs
+    /// (draining dead and decommissioning nodes, up-replication) are made for every
+    /// range; at most one optional move (a rebalancing replica or lease) per pass, so the
+    /// nodes' published counts can catch up. Returns the changes made.
+    pub async fn replicate_queue_pass(
+        &self,
+        view: &mut ClusterView,
+        rebalance: bool,
+    ) -> Vec<(RangeId, Action)> {
+        let mut done = Vec::new();
+        let mut moved = !rebalance;
         for replica in self.replicas() {
             let status = replica.status();
             if !status.is_leader || status.stopped.is_some() {
@@ -507,60 +546,228 @@ impl Store {
             let Some(desc) = replica.descriptor() else {
                 continue;
             };
-            if let Err(e) = self.upreplicate(&replica, &desc, desired, live).await {
-                tracing::warn!(range = %desc.range_id, error = %e, "up-replication failed; will retry");
+            let Some((action, reason)) =
+                allocator::plan(&desc, replica.replica_id(), view, !moved, &status.caught_up)
+            else {
+                continue;
+            };
+            tracing::info!(range = %desc, ?action, ?reason, "replicate queue");
+            match self.apply_action(&replica, &desc, &action, view).await {
+                Ok(()) => {
+                    moved |= matches!(reason, Reason::RebalanceReplicas | Reason::RebalanceLeases);
+                    view.record(&desc, self.node_id(), &action);
+                    done.push((desc.range_id, action));
+                }
+                Err(e) => {
+                    tracing::warn!(range = %desc, ?action, error = %e, "replicate queue: change failed; will retry");
+                }
             }
+        }
+        done
+    }
+
+    /// Makes one allocator change on a range this store leads. A membership change
+    /// ends by rewriting the range's meta entry, so senders find the new replicas.
+    async fn apply_action(
+        &self,
+        replica: &Arc<Replica>,
+        desc: &RangeDescriptor,
+        action: &Action,
+        view: &ClusterView,
+    ) -> Result<(), GroupError> {
+        let group = replica.group();
+        let mut voters: BTreeSet<ReplicaId> = desc.voters().map(|r| r.replica_id).collect();
+        match action {
+            Action::TransferLease { to } => return group.transfer_leader(*to).await,
+            Action::RemoveLearners(ids) => {
+                group.remove_learners(ids.iter().copied().collect()).await?;
+            }
+            Action::AddVoters { add, promote } => {
+                let mut next = desc.next_replica_id;
+                for node in add {
+                    self.add_learner(replica, desc.range_id, next, *node, view)
+                        .await?;
+                    voters.insert(next);
+                    next = ReplicaId(next.0 + 1);
+                }
+                voters.extend(promote.iter().copied());
+                group.set_voters(voters).await?;
+            }
+            Action::Replace { remove, add } => {
+                let new = desc.next_replica_id;
+                self.add_learner(replica, desc.range_id, new, *add, view)
+                    .await?;
+                voters.remove(remove);
+                voters.insert(new);
+                // Joint consensus: the old and new voter sets both agree to the change,
+                // and the removed voter leaves the group entirely.
+                group.set_voters(voters).await?;
+            }
+        }
+        replica.meta_dirty.store(true, Ordering::Relaxed);
+        if let Some(now) = replica.descriptor()
+            && replica.write_meta(&[&now]).await.is_ok()
+        {
+            replica.meta_dirty.store(false, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Adds a learner on `node` and waits until it holds the log as of now. Gives up
+    /// after [`LEARNER_CATCH_UP_TIMEOUT`], as soon as the node is no longer live, or if
+    /// this replica stops leading; the learner left behind is removed by a later pass.
+    async fn add_learner(
+        &self,
+        replica: &Replica,
+        range_id: RangeId,
+        id: ReplicaId,
+        node: NodeId,
+        view: &ClusterView,
+    ) -> Result<(), GroupError> {
+        let addr = view
+            .nodes
+            .get(&node)
+            .map(|n| n.addr.clone())
+            .unwrap_or_default();
+        tracing::info!(range = %range_id, replica = %id, node = %node, "adding learner");
+        let group = replica.group();
+        group
+            .add_learner(
+                id,
+                ReplicaNode {
+                    node_id: node,
+                    addr,
+                },
+            )
+            .await?;
+        let target = group.status().last_log_index;
+        let deadline = tokio::time::Instant::now() + LEARNER_CATCH_UP_TIMEOUT;
+        loop {
+            let status = group.status();
+            if !status.is_leader {
+                return Err(GroupError::NotLeader {
+                    leader: status.leader,
+                    lease_expired: false,
+                });
+            }
+            if status.matched(id) >= target {
+                return Ok(());
+            }
+            let why = if !self.is_live(node) {
+                "its node is not live"
+            } else if tokio::time::Instant::now() >= deadline {
+                "it did not catch up in time"
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            return Err(GroupError::Membership(format!(
+                "gave up adding learner {id} on {node}: {why}"
+            )));
         }
     }
 
-    /// Adds learners on live nodes until voters plus learners reach `desired`, then
-    /// promotes them all in one membership change, so the range never passes through an
-    /// even number of voters (2 voters tolerate no failure, as 1 does, but need both).
-    async fn upreplicate(
-        &self,
-        replica: &Replica,
-        desc: &RangeDescriptor,
-        desired: usize,
-        live: &[(NodeId, String)],
-    ) -> Result<(), GroupError> {
-        let voters: BTreeSet<ReplicaId> = desc.voters().map(|r| r.replica_id).collect();
-        if voters.len() >= desired {
-            return Ok(());
-        }
-        let is_live = |n: NodeId| live.iter().any(|(l, _)| *l == n);
-        // Learners left over from an interrupted attempt count if their node lives.
-        let mut promote: BTreeSet<ReplicaId> = desc
-            .replicas
-            .iter()
-            .filter(|r| r.kind == ReplicaKind::Learner && is_live(r.node_id))
-            .map(|r| r.replica_id)
-            .collect();
-        let mut next_id = desc.next_replica_id;
-        for (node_id, addr) in live {
-            if voters.len() + promote.len() >= desired {
-                break;
-            }
-            if desc.replica_on(*node_id).is_some() {
+    /// Installs how the store learns whether a node is live (the node's liveness
+    /// records); until then every node counts as live.
+    pub fn set_liveness(&self, is_live: Arc<dyn Fn(NodeId) -> bool + Send + Sync>) {
+        let _ = self.liveness.set(is_live);
+    }
+
+    fn is_live(&self, node: NodeId) -> bool {
+        self.liveness.get().is_none_or(|f| f(node))
+    }
+
+    /// One pass of the replica GC: a replica this store holds but does not lead asks
+    /// its range (through the cluster, so the leaseholder answers) for the range's
+    /// current descriptor, and is destroyed if that no longer lists it. Replicas whose
+    /// own descriptor already leaves them out are checked every pass, the others once
+    /// per `every`. Returns the ranges whose replica was destroyed.
+    ///
+    /// Only the range's own descriptor, read from its leaseholder, decides: membership
+    /// only ever adds replicas under fresh ids, so a replica left out of it has been
+    /// removed and no quorum counts on its state.
+    pub async fn replica_gc_pass(&self, every: Duration) -> Vec<RangeId> {
+        let now = std::time::Instant::now();
+        let mut destroyed = Vec::new();
+        for replica in self.replicas() {
+            let status = replica.status();
+            if status.is_leader || status.stopped.is_some() {
                 continue;
             }
-            let node = ReplicaNode {
-                node_id: *node_id,
-                addr: addr.clone(),
+            // An uninitialised replica (no snapshot yet) holds no data to free.
+            let Some(local) = replica.descriptor() else {
+                continue;
             };
-            tracing::info!(range = %desc.range_id, replica = %next_id, node = %node_id, "adding learner");
-            replica.group().add_learner(next_id, node).await?;
-            promote.insert(next_id);
-            next_id = ReplicaId(next_id.0 + 1);
+            let listed = local.replica(replica.replica_id()).is_some();
+            let due = {
+                let mut checked = self.gc_checked.lock();
+                let last = checked.entry(local.range_id).or_insert(now);
+                let due = !listed || now.duration_since(*last) >= every;
+                if due {
+                    *last = now;
+                }
+                due
+            };
+            if !due {
+                continue;
+            }
+            match self.is_removed(&replica, &local).await {
+                Ok(Some(current)) => {
+                    let _l = self.lifecycle.lock().await;
+                    // Still the same replica, and no other replica here holds its keys.
+                    let same = self
+                        .replica(local.range_id)
+                        .is_some_and(|r| Arc::ptr_eq(&r, &replica));
+                    if !same || self.overlapping_replica(&local).is_some() {
+                        continue;
+                    }
+                    tracing::info!(node = %self.config.node_id, range = %local, %current, "replica was removed from its range; destroying it");
+                    match self.destroy_replica_locked(&replica).await {
+                        Ok(()) => destroyed.push(local.range_id),
+                        Err(e) => {
+                            tracing::warn!(range = %local, error = %e, "destroying a removed replica")
+                        }
+                    }
+                    self.gc_checked.lock().remove(&local.range_id);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(range = %local, error = %e, "replica GC: cannot read the range's descriptor")
+                }
+            }
         }
-        // Only a change that reaches an odd voter count is worth making now.
-        let target = voters.len() + promote.len();
-        if promote.is_empty() || (target < desired && target.is_multiple_of(2)) {
-            return Ok(());
+        destroyed
+    }
+
+    /// The range's current descriptor, if it shows `replica` removed: the range no longer
+    /// lists it, or lists a newer replica on this node.
+    async fn is_removed(
+        &self,
+        replica: &Replica,
+        local: &RangeDescriptor,
+    ) -> Result<Option<RangeDescriptor>, api::Error> {
+        let sender = replica.cluster_sender()?;
+        let get = BatchRequest::new(
+            local.range_id,
+            vec![api::Request::Get {
+                key: keys::range_descriptor_key(&local.start_key),
+            }],
+        );
+        let resp = sender.send(get).await?;
+        let Some(api::Response::Get { value: Some(v) }) = resp.responses.into_iter().next() else {
+            return Ok(None);
+        };
+        let current: RangeDescriptor = postcard::from_bytes(&v).map_err(|e| {
+            api::Error::InvalidRequest(format!("undecodable range descriptor: {e}"))
+        })?;
+        if current.range_id != local.range_id || current.generation < local.generation {
+            return Ok(None);
         }
-        let mut new_voters = voters;
-        new_voters.extend(promote);
-        tracing::info!(range = %desc.range_id, voters = ?new_voters, "promoting learners to voters");
-        replica.group().set_voters(new_voters).await
+        let removed = match current.replica_on(self.config.node_id) {
+            None => true,
+            Some(r) => r.replica_id > replica.replica_id(),
+        };
+        Ok(removed.then_some(current))
     }
 
     /// Stops every replica (the store's data stays on disk).

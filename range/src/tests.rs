@@ -11,6 +11,7 @@ use cairn_kv::hlc::Clock;
 use cairn_kv::{NodeId, RangeId};
 use parking_lot::Mutex;
 
+use crate::allocator::{ClusterView, NodeInfo, NodeState};
 use crate::raft::{RaftConfig, RaftEnvelope, RaftReply, RaftTransport};
 use crate::store::{FIRST_RANGE_ID, Store, StoreConfig};
 
@@ -113,12 +114,24 @@ impl Cluster {
             .expect("store is up")
     }
 
-    fn live(&self) -> Vec<(NodeId, String)> {
-        self.stores
+    /// Every running store as a live node holding nothing (so nothing rebalances).
+    fn live(&self) -> ClusterView {
+        let nodes = self
+            .stores
             .iter()
             .flatten()
-            .map(|s| (s.node_id(), format!("local:{}", s.node_id().0)))
-            .collect()
+            .map(|s| {
+                let info = NodeInfo {
+                    node_id: s.node_id(),
+                    addr: format!("local:{}", s.node_id().0),
+                    state: NodeState::Live,
+                    replicas: 0,
+                    leases: 0,
+                };
+                (s.node_id(), info)
+            })
+            .collect();
+        ClusterView { nodes }
     }
 
     /// Sends to whichever store leads the first range, following hints.
@@ -158,7 +171,9 @@ impl Cluster {
 
     async fn wait_voters(&self, n: usize) {
         for _ in 0..200 {
-            self.store(1).replicate_queue_pass(&self.live()).await;
+            self.store(1)
+                .replicate_queue_pass(&mut self.live(), false)
+                .await;
             let done = self
                 .store(1)
                 .replica(RangeId(1))

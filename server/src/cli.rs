@@ -35,6 +35,38 @@ pub enum Command {
     /// Load a cluster through SQL: bank transfers or key-value reads and writes.
     #[command(subcommand)]
     Workload(crate::workload::WorkloadCommand),
+    /// Inspect and drain the nodes of a running cluster.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Every node: address, liveness, replicas and leases held.
+    Status(NodeHostArgs),
+    /// Move every replica off a node, then report it drained. The node keeps running
+    /// (stop it afterwards); it gets no new replicas while marked.
+    Decommission(DecommissionArgs),
+    /// Clear a node's decommissioning mark: it takes replicas again.
+    Recommission(DecommissionArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NodeHostArgs {
+    /// RPC address of any node of the cluster.
+    #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_RPC_PORT}"))]
+    pub host: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DecommissionArgs {
+    /// The node's id (see `cairn node status`).
+    pub node_id: u64,
+    #[command(flatten)]
+    pub host: NodeHostArgs,
+    /// Return once the mark is written, without waiting for the replicas to move.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +204,13 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Bench(BenchCommand::Txn(args)) => txn_bench(args).await,
         Command::Debug(DebugCommand::IdleRanges(args)) => idle_ranges(args).await,
         Command::Workload(cmd) => crate::workload::run(cmd).await,
+        Command::Node(cmd) => match node_command(cmd).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
     }
 }
 
@@ -214,6 +253,87 @@ async fn start(args: StartArgs) -> i32 {
     }
     node.shutdown().await;
     0
+}
+
+async fn node_command(cmd: NodeCommand) -> Result<(), String> {
+    let transport = Transport::new(Arc::new(Clock::system()), "cairn-node".into());
+    let call = |host: String, req: RpcRequest| {
+        let transport = transport.clone();
+        async move {
+            match transport
+                .call_addr(&host, req, Duration::from_secs(30))
+                .await
+            {
+                Ok(RpcResponse::NodeStatuses(s)) => Ok(s),
+                Ok(other) => Err(format!("unexpected answer: {other:?}")),
+                Err(e) => Err(format!("{host}: {e}")),
+            }
+        }
+    };
+    match cmd {
+        NodeCommand::Status(args) => {
+            print_statuses(&call(args.host, RpcRequest::NodeStatuses).await?);
+            Ok(())
+        }
+        NodeCommand::Recommission(args) => {
+            let req = RpcRequest::Decommission {
+                node_id: cairn_kv::NodeId(args.node_id),
+                on: false,
+            };
+            print_statuses(&call(args.host.host, req).await?);
+            Ok(())
+        }
+        NodeCommand::Decommission(args) => {
+            let node = cairn_kv::NodeId(args.node_id);
+            let req = RpcRequest::Decommission {
+                node_id: node,
+                on: true,
+            };
+            let host = args.host.host;
+            let mut statuses = call(host.clone(), req).await?;
+            print_statuses(&statuses);
+            if args.no_wait {
+                return Ok(());
+            }
+            // The counts are the node's own, published with each heartbeat.
+            loop {
+                let left = statuses
+                    .iter()
+                    .find(|s| s.record.node_id == node)
+                    .map(|s| s.record.replicas)
+                    .ok_or_else(|| format!("node {node} is gone from the liveness records"))?;
+                if left == 0 {
+                    println!("{node} is decommissioned: it holds no replicas; it can be stopped");
+                    return Ok(());
+                }
+                println!("{node}: {left} replicas left");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                statuses = call(host.clone(), RpcRequest::NodeStatuses).await?;
+            }
+        }
+    }
+}
+
+fn print_statuses(statuses: &[crate::node::NodeStatus]) {
+    println!(
+        "{:>4}  {:<22} {:<5} {:<15} {:>8} {:>6}",
+        "id", "address", "live", "membership", "replicas", "leases"
+    );
+    for s in statuses {
+        println!(
+            "{:>4}  {:<22} {:<5} {:<15} {:>8} {:>6}",
+            s.record.node_id.0,
+            s.record.addr,
+            s.live,
+            if s.decommissioning {
+                "decommissioning"
+            } else {
+                "active"
+            },
+            s.record.replicas,
+            s.record.leases
+        );
+    }
 }
 
 async fn init(args: InitArgs) -> i32 {

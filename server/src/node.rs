@@ -15,6 +15,7 @@
 //!   add replicas on live nodes to ranges this node leads.
 //! ```
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -28,6 +29,7 @@ use cairn_kv::keys;
 use cairn_kv::storage::rocksdb::RocksDb;
 use cairn_kv::storage::{Engine, Space, WriteBatch};
 use cairn_kv::{NodeId, RangeId, Timestamp};
+use cairn_range::allocator::{ClusterView, NodeInfo, NodeState};
 use cairn_range::raft::{RaftConfig, ReplicaNode};
 use cairn_range::settings::Settings;
 use cairn_range::{Store, StoreConfig};
@@ -114,6 +116,18 @@ pub struct LivenessRecord {
     pub http_addr: String,
     /// The record says the node is live until this HLC time.
     pub expiration: Timestamp,
+    /// Replicas the node held at the heartbeat (for the allocator).
+    pub replicas: u64,
+    /// Leases the node held at the heartbeat.
+    pub leases: u64,
+}
+
+/// What `cairn node status` shows of a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub record: LivenessRecord,
+    pub live: bool,
+    pub decommissioning: bool,
 }
 
 #[derive(Clone)]
@@ -141,6 +155,8 @@ pub struct Node {
     running: RwLock<Option<Running>>,
     becoming: tokio::sync::Mutex<()>,
     liveness: RwLock<Vec<LivenessRecord>>,
+    /// Nodes marked decommissioning, as read with the liveness records.
+    decommissioning: RwLock<BTreeSet<NodeId>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
     /// The cluster settings in force, read from the cluster once a second.
@@ -200,6 +216,7 @@ impl Node {
             running: RwLock::new(None),
             becoming: tokio::sync::Mutex::new(()),
             liveness: RwLock::new(Vec::new()),
+            decommissioning: RwLock::new(BTreeSet::new()),
             tasks: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             settings: RwLock::new(Settings::with_node_defaults(
@@ -233,6 +250,8 @@ impl Node {
         node.spawn(async move { maintenance_loop(n).await });
         let n = Arc::downgrade(&node);
         node.spawn(async move { split_loop(n).await });
+        let n = Arc::downgrade(&node);
+        node.spawn(async move { replicate_loop(n).await });
         tracing::info!(rpc = %node.rpc_addr, http = %node.http_addr, "node started");
         Ok(node)
     }
@@ -312,6 +331,84 @@ impl Node {
             .collect()
     }
 
+    /// Whether `node`'s liveness record, as last read, says it is live now.
+    pub fn is_live(&self, node: NodeId) -> bool {
+        let now = self.clock.now();
+        self.liveness
+            .read()
+            .iter()
+            .any(|r| r.node_id == node && r.expiration > now)
+    }
+
+    /// Every node with its liveness and whether it is decommissioning.
+    pub fn node_statuses(&self) -> Vec<NodeStatus> {
+        let marked = self.decommissioning.read().clone();
+        self.liveness()
+            .into_iter()
+            .map(|(record, live)| NodeStatus {
+                decommissioning: marked.contains(&record.node_id),
+                record,
+                live,
+            })
+            .collect()
+    }
+
+    /// The nodes as the allocator sees them: a node not live for longer than
+    /// `server.time_until_store_dead` is dead.
+    pub fn cluster_view(&self) -> ClusterView {
+        let now = self.clock.now();
+        let dead_after = self.settings.read().time_until_store_dead();
+        let nodes = self
+            .node_statuses()
+            .into_iter()
+            .map(|s| {
+                let r = s.record;
+                let dead = now > r.expiration.add_duration(dead_after);
+                let state = match (s.decommissioning, s.live) {
+                    (true, live) => NodeState::Decommissioning { live },
+                    (false, true) => NodeState::Live,
+                    (false, false) if dead => NodeState::Dead,
+                    (false, false) => NodeState::Suspect,
+                };
+                let info = NodeInfo {
+                    node_id: r.node_id,
+                    addr: r.addr,
+                    state,
+                    replicas: r.replicas,
+                    leases: r.leases,
+                };
+                (r.node_id, info)
+            })
+            .collect();
+        ClusterView { nodes }
+    }
+
+    /// Marks a node as decommissioning (its replicas move to other nodes and it gets
+    /// no new ones), or clears the mark.
+    pub async fn set_decommissioning(&self, node: NodeId, on: bool) -> Result<(), String> {
+        let dist = self.dist_sender().ok_or("node is not serving")?;
+        if on && !self.liveness.read().iter().any(|r| r.node_id == node) {
+            return Err(format!("no node {node} in the cluster"));
+        }
+        let key = keys::node_decommission_key(node);
+        let req = if on {
+            let value = postcard::to_stdvec(&node).map_err(|e| e.to_string())?;
+            Request::Put { key, value }
+        } else {
+            Request::Delete { key }
+        };
+        dist.send(BatchRequest::new(RangeId(0), vec![req]))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut marked = self.decommissioning.write();
+        if on {
+            marked.insert(node);
+        } else {
+            marked.remove(&node);
+        }
+        Ok(())
+    }
+
     /// Persists the transport's address book, so a restarted node can reach its peers
     /// before it has read anyone's liveness record.
     fn save_address_book(&self) -> Result<(), NodeError> {
@@ -389,6 +486,10 @@ impl Node {
         });
         let dist = Arc::new(DistSender::new(dialer, self.config.request_timeout));
         store.set_cluster_sender(dist.clone());
+        let me = self.me.clone();
+        store.set_liveness(Arc::new(move |n| {
+            me.upgrade().is_some_and(|node| node.is_live(n))
+        }));
         let running = Running {
             node_id: id,
             store,
@@ -452,12 +553,16 @@ impl Node {
         let Some(running) = self.running.read().clone() else {
             return;
         };
+        let replicas = running.store.replicas();
+        let leases = replicas.iter().filter(|r| r.status().is_leader).count();
         let record = LivenessRecord {
             node_id: running.node_id,
             addr: self.rpc_addr.clone(),
             sql_addr: self.sql_addr.clone(),
             http_addr: self.http_addr.clone(),
             expiration: self.clock.now().add_duration(self.config.liveness_ttl),
+            replicas: replicas.len() as u64,
+            leases: leases as u64,
         };
         let value = match postcard::to_stdvec(&record) {
             Ok(v) => v,
@@ -476,12 +581,24 @@ impl Node {
         if let Err(e) = running.dist.send(put).await {
             tracing::warn!(error = %e, "liveness heartbeat failed");
         }
-        let span = keys::node_liveness_span();
-        let scan = BatchRequest::new(RangeId(0), vec![Request::Scan { span, max_keys: 0 }]);
+        let scan = BatchRequest::new(
+            RangeId(0),
+            vec![
+                Request::Scan {
+                    span: keys::node_liveness_span(),
+                    max_keys: 0,
+                },
+                Request::Scan {
+                    span: keys::node_decommission_span(),
+                    max_keys: 0,
+                },
+            ],
+        );
         match running.dist.send(scan).await {
             Ok(resp) => {
                 let mut records = Vec::new();
-                if let Some(Response::Scan { kvs, .. }) = resp.responses.into_iter().next() {
+                let mut responses = resp.responses.into_iter();
+                if let Some(Response::Scan { kvs, .. }) = responses.next() {
                     for (k, v) in kvs {
                         match postcard::from_bytes::<LivenessRecord>(&v) {
                             Ok(r) => records.push(r),
@@ -490,6 +607,13 @@ impl Node {
                             }
                         }
                     }
+                }
+                if let Some(Response::Scan { kvs, .. }) = responses.next() {
+                    let marked = kvs
+                        .iter()
+                        .filter_map(|(_, v)| postcard::from_bytes::<NodeId>(v).ok())
+                        .collect();
+                    *self.decommissioning.write() = marked;
                 }
                 for r in &records {
                     self.transport.set_addr(r.node_id, r.addr.clone());
@@ -697,17 +821,38 @@ async fn join_loop(node: Weak<Node>) {
     }
 }
 
-/// Liveness heartbeats and the replicate queue, once a second.
+/// Liveness heartbeats, once a second.
 async fn maintenance_loop(node: Weak<Node>) {
     loop {
         let Some(n) = node.upgrade() else { return };
         let interval = n.config.liveness_interval;
         if n.is_serving() {
             n.heartbeat().await;
-            if let Some(store) = n.store() {
-                let live = n.live_nodes();
-                store.replicate_queue_pass(&live).await;
-            }
+        }
+        drop(n);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// How many replicate-queue passes go by between two checks of a replica that looks
+/// like a member of its range (one that looks removed is checked every pass).
+const REPLICA_GC_EVERY_PASSES: u32 = 10;
+
+/// The replicate queue and the replica GC, once a second (apart from the heartbeats:
+/// adding a replica waits for its snapshot).
+async fn replicate_loop(node: Weak<Node>) {
+    loop {
+        let Some(n) = node.upgrade() else { return };
+        let interval = n.config.liveness_interval;
+        if n.is_serving()
+            && let Some(store) = n.store()
+        {
+            let mut view = n.cluster_view();
+            let rebalance = n.settings.read().rebalance_enabled();
+            store.replicate_queue_pass(&mut view, rebalance).await;
+            store
+                .replica_gc_pass(interval * REPLICA_GC_EVERY_PASSES)
+                .await;
         }
         drop(n);
         tokio::time::sleep(interval).await;
@@ -767,6 +912,11 @@ impl Handler for Node {
                     let r = running.ok_or("node is not serving")?;
                     self.create_idle_ranges(&r.store, count).await
                 }
+                RpcRequest::Decommission { node_id, on } => {
+                    self.set_decommissioning(node_id, on).await?;
+                    Ok(RpcResponse::NodeStatuses(self.node_statuses()))
+                }
+                RpcRequest::NodeStatuses => Ok(RpcResponse::NodeStatuses(self.node_statuses())),
                 RpcRequest::Nodes => {
                     let r = running.ok_or("node is not serving")?;
                     let mut nodes = self.transport.known_nodes();

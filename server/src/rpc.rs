@@ -62,6 +62,13 @@ pub enum RpcRequest {
     },
     /// Every node this node knows, with its address (clients start here).
     Nodes,
+    /// From `cairn node decommission` (`on`) or `recommission`: mark a node.
+    Decommission {
+        node_id: NodeId,
+        on: bool,
+    },
+    /// From `cairn node status`: every node's liveness and replica counts.
+    NodeStatuses,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,6 +87,7 @@ pub enum RpcResponse {
         created: u64,
     },
     Nodes(Vec<(NodeId, String)>),
+    NodeStatuses(Vec<crate::node::NodeStatus>),
 }
 
 /// One replica's view of its range, for status pages.

@@ -114,6 +114,12 @@ impl Cluster {
         if i > 0 {
             config.join = vec![self.addrs[0].clone()];
         }
+        // Replicas and leases stay where tests put them unless a test turns rebalancing
+        // on (SET CLUSTER SETTING kv.allocator.rebalance_enabled = 1); lost replicas
+        // are still replaced.
+        config
+            .setting_defaults
+            .push((cairn_range::settings::REBALANCE_ENABLED, 0));
         (self.tweak)(&mut config);
         config
     }
@@ -131,6 +137,22 @@ impl Cluster {
             }
         }
         panic!("node {} did not start: {last:?}", i + 1);
+    }
+
+    /// Starts one more node, which joins the cluster through the first; returns its
+    /// number. It serves once this returns.
+    pub async fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let dir = self._dir.path().join(format!("n{}", i + 1));
+        self.stores.push(dir);
+        let node = self.start_node(i, None).await;
+        self.addrs.push(node.rpc_addr().to_string());
+        self.nodes.push(Some(node));
+        self.wait_until(Duration::from_secs(30), "the new node serves", |c| {
+            c.node(i + 1).is_serving()
+        })
+        .await;
+        i + 1
     }
 
     /// The store directory of node `i` (1-based).

@@ -112,6 +112,7 @@ const RAFT_COMMITTED_SUFFIX: &[u8; LOCAL_SUFFIX_LEN] = b"rftc";
 const RANGE_APPLIED_STATE_SUFFIX: &[u8; LOCAL_SUFFIX_LEN] = b"rask";
 const RAFT_TRUNCATED_STATE_SUFFIX: &[u8; LOCAL_SUFFIX_LEN] = b"rftt";
 const RAFT_REPLICA_ID_SUFFIX: &[u8; LOCAL_SUFFIX_LEN] = b"rrid";
+const RANGE_TOMBSTONE_SUFFIX: &[u8; LOCAL_SUFFIX_LEN] = b"rtmb";
 
 const STORE_IDENT_NAME: &[u8] = b"ident";
 const STORE_ADDRESSES_NAME: &[u8] = b"nodeaddrs";
@@ -122,6 +123,7 @@ const SYSTEM_NAMESPACE_TAG: &[u8; 4] = b"nmsp";
 const SYSTEM_ID_GENERATOR_TAG: &[u8; 4] = b"idgn";
 const SYSTEM_USER_TAG: &[u8; 4] = b"user";
 const SYSTEM_SETTING_TAG: &[u8; 4] = b"stng";
+const SYSTEM_DECOMMISSION_TAG: &[u8; 4] = b"dcom";
 
 /// `key` as a quoted, escaped byte string. The decoders' errors use this rather than
 /// [`pretty`], which calls the decoders.
@@ -281,6 +283,12 @@ pub fn raft_replica_id_key(range_id: RangeId) -> Vec<u8> {
     range_id_key(range_id, RAFT_REPLICA_ID_SUFFIX, &[])
 }
 
+/// The key of a range's tombstone on this store: the lowest replica id the store may
+/// still create for the range, written when it destroys a removed replica.
+pub fn range_tombstone_key(range_id: RangeId) -> Vec<u8> {
+    range_id_key(range_id, RANGE_TOMBSTONE_SUFFIX, &[])
+}
+
 /// The span of the range-local keys anchored in `[start, end)`.
 pub fn range_local_span(start: &[u8], end: &[u8]) -> Span {
     let mut lo = LOCAL_RANGE_PREFIX.to_vec();
@@ -371,6 +379,18 @@ pub fn node_liveness_key(node_id: NodeId) -> Vec<u8> {
 /// The span of every node liveness record.
 pub fn node_liveness_span() -> Span {
     let prefix = system_key(SYSTEM_NODE_LIVENESS_TAG);
+    let end = prefix_end(&prefix);
+    Span::new(prefix, end)
+}
+
+/// The key marking a node as decommissioning: `/System/NodeDecommission/<node id>`.
+pub fn node_decommission_key(node_id: NodeId) -> Vec<u8> {
+    system_key_with_ids(SYSTEM_DECOMMISSION_TAG, &[node_id.0])
+}
+
+/// The span of every decommissioning mark.
+pub fn node_decommission_span() -> Span {
+    let prefix = system_key(SYSTEM_DECOMMISSION_TAG);
     let end = prefix_end(&prefix);
     Span::new(prefix, end)
 }

@@ -5,10 +5,10 @@ use std::fmt::{self, Write};
 use super::encoding::direction_of_tag;
 use super::{
     Datum, KEY_MAX, LOCAL_RANGE_ID_PREFIX, LOCAL_RANGE_PREFIX, LOCAL_STORE_PREFIX, META_PREFIX,
-    RAFT_LOG_SUFFIX, SYSTEM_DESCRIPTOR_TAG, SYSTEM_ID_GENERATOR_TAG, SYSTEM_NAMESPACE_TAG,
-    SYSTEM_NODE_LIVENESS_TAG, SYSTEM_PREFIX, SYSTEM_SETTING_TAG, TABLE_MIN, TXN_RECORD_SUFFIX,
-    decode_bytes_escaped, decode_datum, decode_range_id_key, decode_range_local_key,
-    decode_uvarint,
+    RAFT_LOG_SUFFIX, SYSTEM_DECOMMISSION_TAG, SYSTEM_DESCRIPTOR_TAG, SYSTEM_ID_GENERATOR_TAG,
+    SYSTEM_NAMESPACE_TAG, SYSTEM_NODE_LIVENESS_TAG, SYSTEM_PREFIX, SYSTEM_SETTING_TAG, TABLE_MIN,
+    TXN_RECORD_SUFFIX, decode_bytes_escaped, decode_datum, decode_range_id_key,
+    decode_range_local_key, decode_uvarint,
 };
 use crate::ids::TxnId;
 
@@ -93,6 +93,10 @@ fn write_system(out: &mut String, rest: &[u8]) -> fmt::Result {
     if let Some(after) = rest.strip_prefix(SYSTEM_NODE_LIVENESS_TAG) {
         tail = after;
         out.write_str("/NodeLiveness")?;
+        write_ids(out, &mut tail, 1)?;
+    } else if let Some(after) = rest.strip_prefix(SYSTEM_DECOMMISSION_TAG) {
+        tail = after;
+        out.write_str("/NodeDecommission")?;
         write_ids(out, &mut tail, 1)?;
     } else if let Some(after) = rest.strip_prefix(SYSTEM_DESCRIPTOR_TAG) {
         tail = after;
@@ -287,6 +291,10 @@ mod tests {
             (meta_key(KEY_MAX), "/Meta/Max"),
             (meta_key(&user_key), "/Meta/Table/52/1/7"),
             (node_liveness_key(NodeId(3)), "/System/NodeLiveness/3"),
+            (
+                node_decommission_key(NodeId(4)),
+                "/System/NodeDecommission/4",
+            ),
             (
                 setting_key("kv.range.max_bytes"),
                 "/System/Setting/\"kv.range.max_bytes\"",

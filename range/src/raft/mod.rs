@@ -93,6 +93,9 @@ impl fmt::Display for RaftCommand {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CommandResult {
     pub applied_index: u64,
+    /// Why the command was applied as a no-op, if it was: a split evaluated against a
+    /// descriptor that a membership change replaced before the split reached the log.
+    pub rejected: Option<String>,
 }
 
 openraft::declare_raft_types!(
@@ -245,8 +248,21 @@ pub struct GroupStatus {
     /// Follower lag in entries (leader only): last log index minus each follower's
     /// matched index.
     pub follower_lag: BTreeMap<ReplicaId, u64>,
+    /// Followers that acknowledged the leader within the minimum election timeout and
+    /// hold its whole log (leader only): those fit to take over leadership.
+    pub caught_up: BTreeSet<ReplicaId>,
     /// Why the replica stopped, if it did.
     pub stopped: Option<String>,
+}
+
+impl GroupStatus {
+    /// The last log index `replica` is known to hold (leader only; 0 if unknown).
+    pub fn matched(&self, replica: ReplicaId) -> u64 {
+        self.follower_lag
+            .get(&replica)
+            .map(|lag| self.last_log_index.saturating_sub(*lag))
+            .unwrap_or(0)
+    }
 }
 
 /// A snapshot stream being received.
@@ -419,7 +435,7 @@ impl RaftGroup {
             .map(|(id, n)| (ReplicaId(*id), n.node_id))
             .collect();
         let last_log_index = m.last_log_index.unwrap_or(0);
-        let follower_lag = m
+        let follower_lag: BTreeMap<ReplicaId, u64> = m
             .replication
             .as_ref()
             .map(|r| {
@@ -432,7 +448,24 @@ impl RaftGroup {
                     .collect()
             })
             .unwrap_or_default();
+        let fresh = Duration::from_millis(self.raft.config().election_timeout_min);
+        let caught_up = m
+            .heartbeat
+            .as_ref()
+            .map(|h| {
+                h.iter()
+                    .filter(|(id, acked)| {
+                        acked
+                            .as_ref()
+                            .is_some_and(|t| openraft::Instant::elapsed(&**t) < fresh)
+                            && follower_lag.get(&ReplicaId(**id)) == Some(&0)
+                    })
+                    .map(|(id, _)| ReplicaId(*id))
+                    .collect()
+            })
+            .unwrap_or_default();
         GroupStatus {
+            caught_up,
             replica_id: self.replica_id,
             is_leader: m.state == ServerState::Leader,
             leader: m.current_leader.map(ReplicaId),
@@ -448,14 +481,15 @@ impl RaftGroup {
         }
     }
 
-    /// Adds a learner and waits until it has caught up with the log.
+    /// Adds a learner; returns once the change is committed, before the learner has
+    /// caught up (see [`GroupStatus::matched`]).
     pub async fn add_learner(
         &self,
         replica: ReplicaId,
         node: ReplicaNode,
     ) -> Result<(), GroupError> {
         self.raft
-            .add_learner(replica.0, node, true)
+            .add_learner(replica.0, node, false)
             .await
             .map(|_| ())
             .map_err(membership_error)
@@ -480,6 +514,49 @@ impl RaftGroup {
             .await
             .map(|_| ())
             .map_err(membership_error)
+    }
+
+    /// Takes a snapshot of everything applied and removes the log up to it, so that a
+    /// replica added later starts from a snapshot rather than replaying the log from
+    /// the group's first entry. Waits (bounded) until the log is purged.
+    pub async fn compact(&self, timeout: Duration) -> Result<(), GroupError> {
+        let applied = self.status().applied_index;
+        let fatal = |e: openraft::errors::Fatal<TypeConfig>| GroupError::Stopped(e.to_string());
+        self.raft.trigger().snapshot().await.map_err(fatal)?;
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let reached =
+            |m: &openraft::RaftMetrics<TypeConfig>,
+             f: fn(&openraft::RaftMetrics<TypeConfig>) -> Option<u64>| {
+                f(m).is_some_and(|i| i >= applied)
+            };
+        let snapshot_of =
+            |m: &openraft::RaftMetrics<TypeConfig>| m.snapshot.as_ref().map(|l| l.index);
+        let purged_of = |m: &openraft::RaftMetrics<TypeConfig>| m.purged.as_ref().map(|l| l.index);
+        let mut purge_asked = false;
+        loop {
+            let m = rx.borrow_watched().clone();
+            if reached(&m, purged_of) {
+                return Ok(());
+            }
+            if !purge_asked && reached(&m, snapshot_of) {
+                self.raft
+                    .trigger()
+                    .purge_log(applied)
+                    .await
+                    .map_err(fatal)?;
+                purge_asked = true;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(GroupError::Unavailable(format!(
+                        "{}: log not compacted to {applied} in {timeout:?}",
+                        self.range_id
+                    )));
+                }
+            }
+        }
     }
 
     /// Starts an election with this replica as candidate.

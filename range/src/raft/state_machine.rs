@@ -231,17 +231,22 @@ impl StateMachine {
     /// log to replay on data it does not have.
     ///
     /// Returns the event for the store, or `None` when this store already holds state
-    /// for the new range (the split is being replayed after a restart).
+    /// for the new range (the split is being replayed after a restart), or this replica
+    /// was added after the split and is replaying it.
     fn create_right(
         &self,
         batch: &mut WriteBatch,
         right: &RangeDescriptor,
     ) -> io::Result<Option<StoreEvent>> {
         let Some(mine) = right.replica(self.replica_id) else {
-            return Err(io::Error::other(format!(
-                "{}: split into {right} does not include this replica {}",
-                self.range_id, self.replica_id
-            )));
+            // This replica joined the range after the split and is replaying the log
+            // from before it: the new range had no replica here then. Its keys leave
+            // this replica with the split and stay in the store, unowned. They are not
+            // deleted: the new range (or ranges split from it since) may have a replica
+            // on this store by now, holding the same keys. A replica that later lands
+            // here by snapshot clears its span first, so they are never read.
+            tracing::info!(range = %self.range_id, replica = %self.replica_id, %right, "replaying a split from before this replica joined");
+            return Ok(None);
         };
         let applied_key = keys::range_applied_state_key(right.range_id);
         if self
@@ -283,6 +288,24 @@ impl StateMachine {
             right: right.clone(),
             replica_id: mine.replica_id,
         }))
+    }
+
+    /// Why a split command no longer fits the range, if it does not: it was evaluated
+    /// against the descriptor one generation before its left-hand side, with the same
+    /// replicas. A membership change that reached the log between the evaluation and
+    /// the split changed both; applying the split then would create the right-hand
+    /// range on the wrong replicas. Every replica decides the same, at the same index.
+    fn stale_split(&self, cmd: &super::RaftCommand) -> Option<String> {
+        let (Some(left), Some(_)) = (&cmd.new_descriptor, &cmd.split) else {
+            return None;
+        };
+        let current = self.state.descriptor.as_ref()?;
+        let fits = current.range_id == left.range_id
+            && current.generation + 1 == left.generation
+            && current.replicas == left.replicas;
+        (!fits).then(|| {
+            format!("split into {left} evaluated against an older descriptor than {current}")
+        })
     }
 
     fn snapshot_now(&self) -> SnapshotOf<TypeConfig, SnapshotData> {
@@ -328,12 +351,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut batch = WriteBatch::new();
         let mut replies = Vec::new();
+        let mut rejected = Vec::new();
         let mut splits = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(cmd) => {
+                    if let Some(why) = self.stale_split(&cmd) {
+                        tracing::info!(range = %self.range_id, index = log_id.index, %why, "split rejected at apply");
+                        self.state.applied = Some(log_id);
+                        if let Some(r) = responder {
+                            rejected.push((r, log_id.index, why));
+                        }
+                        continue;
+                    }
                     batch.append(cmd.batch);
                     if let Some(desc) = cmd.new_descriptor {
                         write_descriptor(&mut batch, &desc, &desc)?;
@@ -373,7 +405,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         for (r, applied_index) in replies {
-            r.send(CommandResult { applied_index });
+            r.send(CommandResult {
+                applied_index,
+                rejected: None,
+            });
+        }
+        for (r, applied_index, why) in rejected {
+            r.send(CommandResult {
+                applied_index,
+                rejected: Some(why),
+            });
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use crate::splits::assert_replicas_agree;
 
-async fn connect(c: &Cluster, i: usize) -> tokio_postgres::Client {
+pub(crate) async fn connect(c: &Cluster, i: usize) -> tokio_postgres::Client {
     c.wait_until(Duration::from_secs(30), "SQL serves", |c| {
         c.node(i).sql_server().is_some()
     })
@@ -43,7 +43,7 @@ async fn ranges_of(client: &tokio_postgres::Client, table: &str) -> Vec<(i64, Op
 
 /// Polls `probe` every 250 ms until it answers `Ok`; panics with its last `Err` once
 /// `timeout` has passed.
-async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(timeout: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
@@ -95,6 +95,63 @@ fn spawn_writer(
             i += 1;
         }
     })
+}
+
+/// SQL writers on table `kv` (see [`spawn_writer`]), writer `w` connected to node
+/// `1 + w % 3`.
+pub(crate) struct Writers {
+    pub acked: Arc<Mutex<Vec<BTreeSet<i64>>>>,
+    pub errors: Arc<Mutex<Vec<String>>>,
+    pub stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    pub async fn start(c: &Cluster, writers: i64) -> Writers {
+        let acked = Arc::new(Mutex::new(vec![BTreeSet::new(); writers as usize]));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let client = connect(c, 1 + (w as usize) % 3).await;
+            tasks.push(spawn_writer(
+                client,
+                w,
+                acked.clone(),
+                errors.clone(),
+                stop.clone(),
+            ));
+        }
+        Writers {
+            acked,
+            errors,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Stops the writers; returns every key acknowledged.
+    pub async fn finish(self) -> BTreeSet<i64> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("writer");
+        }
+        self.acked.lock().iter().flatten().copied().collect()
+    }
+}
+
+/// Table `kv` holds every acknowledged row once, and nothing else.
+pub(crate) async fn assert_rows(client: &tokio_postgres::Client, want: &BTreeSet<i64>) {
+    let got: Vec<i64> = client
+        .query("SELECT k FROM kv ORDER BY k", &[])
+        .await
+        .expect("scan")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let got_set: BTreeSet<i64> = got.iter().copied().collect();
+    assert_eq!(got.len(), got_set.len(), "duplicated rows");
+    assert_eq!(&got_set, want, "rows differ from the acknowledged ones");
 }
 
 /// Reads, in a transaction, how many rows writer `w` has: never fewer than it had
@@ -183,20 +240,8 @@ async fn table_splits_by_size_under_load_without_client_errors() {
     assert_ne!(kv_ranges[0].0, other_ranges[0].0, "tables share a range");
 
     let writers = 4i64;
-    let acked = Arc::new(Mutex::new(vec![BTreeSet::new(); writers as usize]));
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut writer_tasks = Vec::new();
-    for w in 0..writers {
-        let client = connect(&c, 1 + (w as usize) % 3).await;
-        writer_tasks.push(spawn_writer(
-            client,
-            w,
-            acked.clone(),
-            errors.clone(),
-            stop.clone(),
-        ));
-    }
+    let load = Writers::start(&c, writers).await;
+    let (acked, errors, stop) = (load.acked.clone(), load.errors.clone(), load.stop.clone());
     let mut reader_tasks = Vec::new();
     for r in 0..2 {
         let client = connect(&c, 1 + r % 3).await;
@@ -223,10 +268,7 @@ async fn table_splits_by_size_under_load_without_client_errors() {
     .await;
     // Keep the load on a little longer, across the splits still going on.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in writer_tasks {
-        t.await.expect("writer");
-    }
+    let want = load.finish().await;
     let mut reads = 0;
     for t in reader_tasks {
         reads += t.await.expect("reader");
@@ -238,18 +280,7 @@ async fn table_splits_by_size_under_load_without_client_errors() {
     );
     assert!(reads > 10, "only {reads} transactional reads finished");
 
-    // Every acknowledged row, once; nothing else.
-    let want: BTreeSet<i64> = acked.lock().iter().flatten().copied().collect();
-    let got: Vec<i64> = admin
-        .query("SELECT k FROM kv ORDER BY k", &[])
-        .await
-        .expect("scan")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let got_set: BTreeSet<i64> = got.iter().copied().collect();
-    assert_eq!(got.len(), got_set.len(), "duplicated rows");
-    assert_eq!(got_set, want, "rows differ from the acknowledged ones");
+    assert_rows(&admin, &want).await;
 
     // SHOW RANGES reports each range's size, as its leaseholder measured it: together
     // at least the bytes of the values written.

@@ -6,6 +6,7 @@ mod http;
 mod linearizability;
 mod list_append;
 mod processes;
+mod rebalance;
 mod replication;
 mod splits;
 mod sql;

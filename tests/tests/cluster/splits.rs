@@ -67,18 +67,33 @@ pub(crate) async fn assert_replicas_agree(c: &Cluster, range_id: RangeId) -> Ran
     panic!("{last}");
 }
 
+/// The up nodes holding a replica of the range, by its leaseholder's descriptor.
+fn members(c: &Cluster, range_id: RangeId) -> Option<(usize, RangeDescriptor, Vec<usize>)> {
+    let l = c.leaseholder(range_id)?;
+    let desc = c.node(l).store()?.replica(range_id)?.descriptor()?;
+    let up = (1..=c.len())
+        .filter(|&i| {
+            c.is_up(i)
+                && c.node(i)
+                    .node_id()
+                    .is_some_and(|n| desc.replica_on(n).is_some())
+        })
+        .collect();
+    Some((l, desc, up))
+}
+
 async fn replicas_agree(c: &Cluster, range_id: RangeId) -> Result<RangeDescriptor, String> {
     c.wait_until(
         Duration::from_secs(30),
         &format!("every replica of {range_id} caught up"),
         |c| {
-            let Some(l) = c.leaseholder(range_id) else {
+            let Some((l, _, members)) = members(c, range_id) else {
                 return false;
             };
             let Some(leader) = c.node(l).replica_status(range_id) else {
                 return false;
             };
-            (1..=c.len()).filter(|&i| c.is_up(i)).all(|i| {
+            members.iter().all(|&i| {
                 c.node(i)
                     .store()
                     .and_then(|s| s.replica(range_id))
@@ -89,7 +104,7 @@ async fn replicas_agree(c: &Cluster, range_id: RangeId) -> Result<RangeDescripto
         },
     )
     .await;
-    let l = c.leaseholder(range_id).ok_or("no leaseholder")?;
+    let (l, desc, members) = members(c, range_id).ok_or("no leaseholder")?;
     let descriptor = |i: usize| {
         c.node(i)
             .store()
@@ -97,9 +112,8 @@ async fn replicas_agree(c: &Cluster, range_id: RangeId) -> Result<RangeDescripto
             .and_then(|r| r.descriptor())
             .ok_or_else(|| format!("n{i} has no descriptor of {range_id}"))
     };
-    let desc = descriptor(l)?;
     let expected = c.range_data(l, &desc);
-    for i in (1..=c.len()).filter(|&i| c.is_up(i)) {
+    for i in members {
         let d = descriptor(i)?;
         if d != desc {
             return Err(format!(
