@@ -46,6 +46,9 @@ const MAX_WRITE_TOO_OLD_RETRIES: usize = 10;
 /// Spans the timestamp cache remembers before it forgets the oldest (raising its floor).
 const TSCACHE_MAX_ENTRIES: usize = 100_000;
 
+/// The most reads above the clock a lease handoff carries (see `transfer_lease`).
+const HANDOFF_MAX_READS: usize = 1000;
+
 /// The term of a range's first election: a range created by a split starts at term 0
 /// with no leader.
 const FIRST_TERM: u64 = 1;
@@ -82,6 +85,9 @@ pub struct Replica {
     /// set when it starts, when it gets a new lease and when it splits, cleared by the
     /// split queue once the entry is written (see `Store::split_queue_pass`).
     pub(crate) meta_dirty: std::sync::atomic::AtomicBool,
+    /// The term whose lease this replica handed away (0: none): it serves nothing more
+    /// in that term (see `transfer_lease`).
+    lease_retired: std::sync::atomic::AtomicU64,
 }
 
 impl Replica {
@@ -116,6 +122,7 @@ impl Replica {
             lock_table: LockTable::default(),
             load: parking_lot::Mutex::new(RangeLoad::default()),
             meta_dirty: std::sync::atomic::AtomicBool::new(true),
+            lease_retired: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -130,7 +137,13 @@ impl Replica {
                 let Some(replica) = me.upgrade() else {
                     return;
                 };
-                drop(replica.lease_state());
+                // Once the new term's first entry is applied, so is any handoff of the
+                // lease to this replica before it (see `transfer_lease`).
+                let applied =
+                    tokio::time::timeout(replica.request_timeout, replica.group.lease_read()).await;
+                if matches!(applied, Ok(Ok(()))) {
+                    drop(replica.lease_state());
+                }
             }
         });
     }
@@ -330,6 +343,8 @@ impl Replica {
                 });
             }
         };
+        // The lease may have been handed away while we waited.
+        self.check_not_retired(desc)?;
         // The descriptor may have changed while we waited.
         let desc = match self.descriptor() {
             Some(now) if now != *desc => {
@@ -356,6 +371,7 @@ impl Replica {
                 batch: writes,
                 new_descriptor: None,
                 split: None,
+                lease_handoff: None,
             };
             match tokio::time::timeout_at(deadline, self.group.propose(cmd)).await {
                 Err(_) => {
@@ -417,6 +433,120 @@ impl Replica {
         })
     }
 
+    /// Refuses to serve in a term whose lease this replica handed away.
+    fn check_not_retired(&self, desc: &RangeDescriptor) -> Result<(), api::Error> {
+        let retired = self
+            .lease_retired
+            .load(std::sync::atomic::Ordering::Acquire);
+        if retired != 0 && retired == self.group.current_term() {
+            let to = self.shared.handoff().filter(|h| h.term == retired);
+            return Err(api::Error::NotLeaseholder {
+                range_id: self.range_id,
+                leaseholder: to.and_then(|h| desc.replica(h.to).copied()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Hands this replica's lease to replica `to` without the wait a new lease normally
+    /// starts with: the new leaseholder's timestamp cache starts at a time above
+    /// everything this one served, instead of `max_offset` ahead of its clock.
+    ///
+    /// This replica waits for the requests it is serving (it takes every latch of the
+    /// range), stops serving in this term, takes the time `start` (its clock, or the
+    /// highest read in its timestamp cache if that is later), and replicates a handoff
+    /// naming `to` and `start`; then it asks Raft to move leadership to `to`. If `to`
+    /// wins the next term, its lease starts at `start`: it applied the handoff before
+    /// serving, since a new leader applies everything committed before its term. Any
+    /// other outcome (another term, another winner) starts the usual fresh lease. If
+    /// leadership does not move, this replica calls an election for a new term of its
+    /// own, since it may not serve in this one any more.
+    pub async fn transfer_lease(&self, to: ReplicaId) -> Result<(), GroupError> {
+        let status = self.status();
+        let desc = self
+            .descriptor()
+            .ok_or_else(|| GroupError::Unavailable("no descriptor".into()))?;
+        if !status.is_leader || to == self.replica_id() || desc.replica(to).is_none() {
+            return Err(GroupError::NotLeader {
+                leader: status.leader,
+                lease_expired: false,
+            });
+        }
+        let term = status.term;
+        let everything = vec![
+            LatchSpan {
+                span: Span::new(desc.start_key.clone(), desc.end_key.clone()),
+                write: true,
+            },
+            LatchSpan {
+                span: keys::range_local_span(&desc.start_key, &desc.end_key),
+                write: true,
+            },
+        ];
+        let latches = tokio::time::timeout(self.request_timeout, self.latches.acquire(everything))
+            .await
+            .map_err(|_| {
+                GroupError::Unavailable("lease transfer: requests did not drain".into())
+            })?;
+        if self.group.current_term() != term {
+            return Err(GroupError::NotLeader {
+                leader: None,
+                lease_expired: false,
+            });
+        }
+        self.lease_retired
+            .store(term, std::sync::atomic::Ordering::Release);
+        let (start, reads) = {
+            let cache = self.tscache();
+            let start = self.clock.now().max(cache.low_water());
+            match cache.reads_above(start, HANDOFF_MAX_READS) {
+                Some(reads) => (start, reads),
+                // Too many reads in the future to carry: start above all of them.
+                None => {
+                    let all = Span::new(keys::KEY_MIN.to_vec(), keys::KEY_MAX.to_vec());
+                    (start.max(cache.max_read(&all).0), Vec::new())
+                }
+            }
+        };
+        let handoff = RaftCommand {
+            lease_handoff: Some(crate::raft::LeaseHandoff {
+                term,
+                to,
+                start,
+                reads,
+            }),
+            ..RaftCommand::default()
+        };
+        let moved = async {
+            tokio::time::timeout(self.request_timeout, self.group.propose(handoff))
+                .await
+                .map_err(|_| {
+                    GroupError::Unavailable("lease handoff not applied in time".into())
+                })??;
+            self.group.transfer_leader(to).await?;
+            let gone = self
+                .group
+                .wait_for(self.request_timeout, "leadership to move", |s| {
+                    s.term != term || !s.is_leader
+                })
+                .await;
+            if gone {
+                Ok(())
+            } else {
+                Err(GroupError::Unavailable(format!(
+                    "leadership did not move to {to}"
+                )))
+            }
+        };
+        let result = moved.await;
+        drop(latches);
+        if result.is_err() && self.group.current_term() == term {
+            // Retired in this term: start another one rather than stay unable to serve.
+            self.group.campaign();
+        }
+        result
+    }
+
     /// The timestamp cache of the current lease: a new lease (a new Raft term) starts
     /// one whose floor is above anything the previous leaseholder can have served.
     fn tscache(&self) -> parking_lot::MappedMutexGuard<'_, TimestampCache> {
@@ -432,12 +562,20 @@ impl Replica {
         if guard.term < term {
             self.meta_dirty
                 .store(true, std::sync::atomic::Ordering::Relaxed);
-            let floor = self.clock.now().add_duration(self.clock.max_offset());
-            *guard = LeaseState {
-                term,
-                floor,
-                cache: TimestampCache::new(floor, TSCACHE_MAX_ENTRIES),
+            // A lease handed to this replica by the previous term's leaseholder starts
+            // where that one stopped serving; any other starts max_offset ahead.
+            let (floor, reads) = match self.shared.handoff() {
+                Some(h) if h.term + 1 == term && h.to == self.replica_id() => (h.start, h.reads),
+                _ => (
+                    self.clock.now().add_duration(self.clock.max_offset()),
+                    Vec::new(),
+                ),
             };
+            let mut cache = TimestampCache::new(floor, TSCACHE_MAX_ENTRIES);
+            for (span, ts) in &reads {
+                cache.add(span, *ts, None);
+            }
+            *guard = LeaseState { term, floor, cache };
         }
         guard
     }
@@ -608,6 +746,7 @@ impl Replica {
             batch: Default::default(),
             new_descriptor: Some(desc),
             split: None,
+            lease_handoff: None,
         };
         match tokio::time::timeout(self.request_timeout, self.group.propose(cmd)).await {
             Err(_) => Err(api::Error::AmbiguousResult {

@@ -135,6 +135,7 @@ impl Replica {
             split: Some(SplitTrigger {
                 right: right.clone(),
             }),
+            lease_handoff: None,
         };
         match tokio::time::timeout_at(deadline, self.group().propose(cmd)).await {
             Err(_) => {

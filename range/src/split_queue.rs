@@ -380,7 +380,7 @@ impl Store {
             return;
         }
         let to = others[(right.range_id.0 as usize) % others.len()];
-        if let Err(e) = r.group().transfer_leader(to).await {
+        if let Err(e) = r.transfer_lease(to).await {
             tracing::warn!(range = %right, error = %e, "could not move the lease after a load split");
         }
     }

@@ -578,7 +578,7 @@ impl Store {
         let group = replica.group();
         let mut voters: BTreeSet<ReplicaId> = desc.voters().map(|r| r.replica_id).collect();
         match action {
-            Action::TransferLease { to } => return group.transfer_leader(*to).await,
+            Action::TransferLease { to } => return replica.transfer_lease(*to).await,
             Action::RemoveLearners(ids) => {
                 group.remove_learners(ids.iter().copied().collect()).await?;
             }

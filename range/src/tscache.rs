@@ -239,6 +239,21 @@ impl TimestampCache {
         self.intervals.retain(|_, iv| iv.mark.ts > ts);
     }
 
+    /// The reads recorded above `ts` (as spans with their timestamps), or `None` if there
+    /// are more than `limit` of them.
+    pub fn reads_above(&self, ts: Timestamp, limit: usize) -> Option<Vec<(Span, Timestamp)>> {
+        let mut out = Vec::new();
+        for (start, iv) in &self.intervals {
+            if iv.mark.ts > ts {
+                if out.len() == limit {
+                    return None;
+                }
+                out.push((Span::new(start.clone(), iv.end.clone()), iv.mark.ts));
+            }
+        }
+        Some(out)
+    }
+
     /// The floor every query answers at least.
     pub fn low_water(&self) -> Timestamp {
         self.low_water
@@ -361,6 +376,24 @@ mod tests {
 
     fn cache() -> TimestampCache {
         TimestampCache::new(ts(1), 1000)
+    }
+
+    #[test]
+    fn reads_above_a_time_are_listed_up_to_a_limit() {
+        let mut c = cache();
+        add(&mut c, span("a", "c"), 5, None);
+        add(&mut c, span("b", "d"), 9, Some(txn(1)));
+        add(&mut c, point("x"), 3, None);
+        assert_eq!(
+            c.reads_above(ts(4), 10),
+            Some(vec![(span("a", "b"), ts(5)), (span("b", "d"), ts(9))])
+        );
+        assert_eq!(
+            c.reads_above(ts(5), 10),
+            Some(vec![(span("b", "d"), ts(9))])
+        );
+        assert_eq!(c.reads_above(ts(9), 10), Some(vec![]));
+        assert_eq!(c.reads_above(ts(2), 2), None);
     }
 
     fn add(c: &mut TimestampCache, sp: Span, t: u64, tx: Option<TxnId>) {

@@ -291,7 +291,7 @@ impl Cluster {
                     .descriptor()
                     .and_then(|d| d.replica_on(NodeId(to as u64)).copied())
             {
-                let _ = replica.group().transfer_leader(target.replica_id).await;
+                let _ = replica.transfer_lease(target.replica_id).await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

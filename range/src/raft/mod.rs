@@ -75,6 +75,21 @@ pub struct RaftCommand {
     /// Set on the command that splits the range: `new_descriptor` is then the left-hand
     /// side, and applying the command creates the right-hand range on every replica.
     pub split: Option<SplitTrigger>,
+    /// Set on the command a leaseholder proposes just before handing leadership to
+    /// another replica (see `Replica::transfer_lease`).
+    pub lease_handoff: Option<LeaseHandoff>,
+}
+
+/// A lease handed from the leader of `term` to replica `to`: if `to` wins the next term,
+/// its timestamp cache starts at `start` with the previous leaseholder's reads above it,
+/// so it covers everything the previous leaseholder served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHandoff {
+    pub term: u64,
+    pub to: ReplicaId,
+    pub start: cairn_kv::Timestamp,
+    /// Reads served above `start` (at future timestamps), by span.
+    pub reads: Vec<(cairn_kv::keys::Span, cairn_kv::Timestamp)>,
 }
 
 /// The right-hand side of a split (see [`crate::split`]).

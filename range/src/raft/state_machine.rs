@@ -60,6 +60,8 @@ pub struct ReplicaShared {
     descriptor: RwLock<Option<RangeDescriptor>>,
     applied_index: AtomicU64,
     snapshots_installed: AtomicU64,
+    /// The last lease handoff applied (see [`super::LeaseHandoff`]).
+    handoff: parking_lot::Mutex<Option<super::LeaseHandoff>>,
     /// Where the state machine reports what its store must act on (none in tests that
     /// run a bare group).
     events: Option<UnboundedSender<StoreEvent>>,
@@ -80,6 +82,11 @@ impl ReplicaShared {
 
     pub fn applied_index(&self) -> u64 {
         self.applied_index.load(Ordering::Acquire)
+    }
+
+    /// The last lease handoff this replica applied.
+    pub fn handoff(&self) -> Option<super::LeaseHandoff> {
+        self.handoff.lock().clone()
     }
 
     /// How many snapshots this replica has installed since it started.
@@ -365,6 +372,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             rejected.push((r, log_id.index, why));
                         }
                         continue;
+                    }
+                    if let Some(h) = cmd.lease_handoff {
+                        *self.shared.handoff.lock() = Some(h);
                     }
                     batch.append(cmd.batch);
                     if let Some(desc) = cmd.new_descriptor {

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use cairn_kv::api::{BatchRequest, Request};
 use cairn_kv::{NodeId, RangeId};
 use cairn_tests::Cluster;
 use cairn_tests::processes::cairn_binary;
@@ -220,4 +221,55 @@ async fn replicas_of_a_dead_node_are_replaced_after_the_threshold() {
     for (range, ..) in ranges(&c) {
         assert_replicas_agree(&c, range).await;
     }
+}
+
+/// A lease moved to another replica (as the allocator moves them) starts where the old
+/// leaseholder stopped serving: a read served before the move still pushes a later
+/// write of its key above it, and a write of a key nobody read is not pushed
+/// `max_offset` into the future (where a lease taken over after a failure starts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transferred_lease_starts_where_the_old_one_stopped() {
+    let c = Cluster::start(3).await;
+    c.put(1, b"a", b"v").await.expect("put");
+    let from = c.leaseholder(RangeId(1)).expect("a leaseholder");
+    let to = 1 + from % 3;
+    let clock = c.node(from).clock().clone();
+    let max_offset = clock.max_offset();
+    // A read of "q" far above anything a fresh lease's floor would cover.
+    let read_ts = clock.now().add_duration(max_offset * 4);
+    let mut read = BatchRequest::new(RangeId(0), vec![Request::Get { key: b"q".to_vec() }]);
+    read.header.timestamp = read_ts;
+    let dist = c.node(from).dist_sender().expect("serves");
+    dist.send(read).await.expect("read in the future");
+
+    c.transfer_lease(RangeId(1), to).await;
+
+    let mut txn = c.db(to).begin();
+    txn.put(b"q", b"w").await.expect("txn put");
+    txn.commit().await.expect("commit");
+    assert!(
+        txn.write_ts() > read_ts,
+        "write at {:?} under a read at {read_ts:?} served before the lease moved",
+        txn.write_ts()
+    );
+
+    let before = clock.now();
+    let resp = c
+        .node(to)
+        .dist_sender()
+        .expect("serves")
+        .send(BatchRequest::new(
+            RangeId(0),
+            vec![Request::Put {
+                key: b"r".to_vec(),
+                value: b"v".to_vec(),
+            }],
+        ))
+        .await
+        .expect("put after the move");
+    assert!(
+        resp.timestamp < before.add_duration(max_offset / 2),
+        "write right after the lease moved pushed to {:?}, {before:?} when sent",
+        resp.timestamp
+    );
 }
