@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use cairn_kv::RangeId;
 use cairn_kv::api::{BatchRequest, RangeDescriptor, Request, Response};
+use cairn_kv::{RangeId, Timestamp};
 use cairn_tests::Cluster;
 use parking_lot::Mutex;
 use tokio::sync::RwLock;
@@ -325,31 +325,42 @@ async fn split_carries_the_timestamp_cache_to_the_new_range() {
     let c = Cluster::start(3).await;
     c.put(1, b"a", b"v").await.expect("put");
     let l = c.leaseholder(RangeId(1)).expect("a leaseholder");
-    let clock = c.node(l).clock().clone();
-    let max_offset = clock.max_offset();
-    // A read of "q" far above anything a new lease's floor would cover.
-    let read_ts = clock.now().add_duration(max_offset * 4);
-    let mut read = BatchRequest::new(RangeId(0), vec![Request::Get { key: b"q".to_vec() }]);
-    read.header.timestamp = read_ts;
-    let dist = c.node(l).dist_sender().expect("serves");
-    dist.send(read).await.expect("read in the future");
-
+    let read_ts = read_q_in_the_future(&c, l).await;
     let (_, right) = c.split(l, b"n").await.expect("split");
     assert_eq!(c.leaseholder(right.range_id), Some(l));
+    assert_lease_covers_reads(&c, l, read_ts).await;
+}
 
-    // The transaction's write of "q" lands above the read served before the split.
-    let mut txn = c.db(l).begin();
+/// Reads "q" through node `via` at a timestamp far above anything a new lease's floor
+/// would cover; returns that timestamp.
+pub(crate) async fn read_q_in_the_future(c: &Cluster, via: usize) -> Timestamp {
+    let clock = c.node(via).clock();
+    let read_ts = clock.now().add_duration(clock.max_offset() * 4);
+    let mut read = BatchRequest::new(RangeId(0), vec![Request::Get { key: b"q".to_vec() }]);
+    read.header.timestamp = read_ts;
+    let dist = c.node(via).dist_sender().expect("serves");
+    dist.send(read).await.expect("read in the future");
+    read_ts
+}
+
+/// After a lease changed hands (through node `via`): a transaction's write of "q" lands
+/// above the read of it at `read_ts`, served under the old lease, and a write of a key
+/// nobody read is not pushed up to a fresh lease's floor, `max_offset` ahead.
+pub(crate) async fn assert_lease_covers_reads(c: &Cluster, via: usize, read_ts: Timestamp) {
+    let mut txn = c.db(via).begin();
     txn.put(b"q", b"w").await.expect("txn put");
     txn.commit().await.expect("commit");
     assert!(
         txn.write_ts() > read_ts,
-        "write at {:?} under a read at {read_ts:?} served before the split",
+        "write at {:?} under a read at {read_ts:?} served under the old lease",
         txn.write_ts()
     );
-
-    // A write of a key nobody read is not pushed up to a new lease's floor.
+    let clock = c.node(via).clock();
     let before = clock.now();
-    let resp = dist
+    let resp = c
+        .node(via)
+        .dist_sender()
+        .expect("serves")
         .send(BatchRequest::new(
             RangeId(0),
             vec![Request::Put {
@@ -358,10 +369,10 @@ async fn split_carries_the_timestamp_cache_to_the_new_range() {
             }],
         ))
         .await
-        .expect("put after the split");
+        .expect("put under the new lease");
     assert!(
-        resp.timestamp < before.add_duration(max_offset / 2),
-        "write right after the split pushed to {:?}, {before:?} when sent",
+        resp.timestamp < before.add_duration(clock.max_offset() / 2),
+        "write right after the lease changed hands pushed to {:?}, {before:?} when sent",
         resp.timestamp
     );
 }
