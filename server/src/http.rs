@@ -1,7 +1,8 @@
 //! The HTTP port: health, and JSON status for tools.
 //!
 //! - `GET /health`: 200 once the node serves, 503 before.
-//! - `GET /_status/nodes`: every node's liveness record.
+//! - `GET /_status/nodes`: every node's liveness record, membership (active or
+//!   decommissioning), and the replicas and leases it holds.
 //! - `GET /_status/ranges`: every range of the meta range, with its replicas, its
 //!   leaseholder, and the leaseholder's applied index, size estimate and QPS.
 
@@ -53,6 +54,11 @@ struct NodeJson {
     sql_address: String,
     http_address: String,
     live: bool,
+    /// `decommissioning` or `active`.
+    membership: &'static str,
+    /// Replicas and leases the node held at its last heartbeat.
+    replicas: u64,
+    leases: u64,
 }
 
 #[derive(Serialize)]
@@ -63,14 +69,21 @@ struct NodesJson {
 async fn nodes(State(state): State<AppState>) -> Result<Json<NodesJson>, (StatusCode, String)> {
     let n = node(&state)?;
     let nodes = n
-        .liveness()
+        .node_statuses()
         .into_iter()
-        .map(|(r, live)| NodeJson {
-            node_id: r.node_id.0,
-            address: r.addr,
-            sql_address: r.sql_addr,
-            http_address: r.http_addr,
-            live,
+        .map(|s| NodeJson {
+            node_id: s.record.node_id.0,
+            address: s.record.addr,
+            sql_address: s.record.sql_addr,
+            http_address: s.record.http_addr,
+            live: s.live,
+            membership: if s.decommissioning {
+                "decommissioning"
+            } else {
+                "active"
+            },
+            replicas: s.record.replicas,
+            leases: s.record.leases,
         })
         .collect();
     Ok(Json(NodesJson { nodes }))

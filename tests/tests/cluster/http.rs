@@ -53,7 +53,12 @@ async fn status_endpoints_describe_nodes_and_ranges() {
         assert_eq!(code, 200, "{body}");
         nodes = serde_json::from_str(&body).expect("JSON");
         let all_live = nodes["nodes"].as_array().is_some_and(|n| {
-            n.len() == 3 && n.iter().all(|n| n["live"] == serde_json::Value::Bool(true))
+            // Each holds a replica of the first range once its heartbeat says so.
+            n.len() == 3
+                && n.iter().all(|n| {
+                    n["live"] == serde_json::Value::Bool(true)
+                        && n["replicas"].as_u64().is_some_and(|r| r >= 1)
+                })
         });
         if all_live {
             break;
@@ -73,6 +78,7 @@ async fn status_endpoints_describe_nodes_and_ranges() {
         assert_eq!(n["address"], serde_json::json!(node.rpc_addr()), "{nodes}");
         assert_eq!(n["live"], serde_json::json!(true), "{nodes}");
         assert!(n["sql_address"].is_string(), "{nodes}");
+        assert_eq!(n["membership"], serde_json::json!("active"), "{nodes}");
     }
 
     // The first range: whole key space, three replicas, the leaseholder, applied index.
