@@ -13,6 +13,7 @@
 # default bench-splits.md); plots the run into $PLOT (default docs/split-timeseries.png).
 #
 #   bench/split_growth.sh
+#   REBALANCE=0 bench/split_growth.sh    # leases stay where the splits put them
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BEFORE=${BEFORE:-30}
@@ -30,6 +31,8 @@ sql() { psql -X -q -At "$URL" -c "$1"; }
 # Size splits only: load-based splitting (and the lease moves that follow it) would
 # split the table during the "before" phase at this write rate.
 sql "SET CLUSTER SETTING kv.range_split.load_qps_threshold = 0"
+# REBALANCE=0 keeps every lease where the splits put it (on the first leaseholder).
+sql "SET CLUSTER SETTING kv.allocator.rebalance_enabled = ${REBALANCE:-1}"
 "$CAIRN" workload init kv --url "$URL" >/dev/null
 "$CAIRN" workload run kv --url "$URL" --concurrency 32 --duration "$LIMIT" --value-bytes 256 \
   --json --timeseries "$work/ts.csv" >"$work/summary.json" &

@@ -302,6 +302,8 @@ impl Replica {
             Ok(Err(e)) => return Err(self.group_error(e, &desc, false)),
             Ok(Ok(())) => {}
         }
+        // Handing the lease away: go to the new holder rather than queue behind it.
+        self.check_not_retired(&desc)?;
         self.load
             .lock()
             .record_request(std::time::Instant::now(), global_span(&batch).as_ref());
@@ -523,6 +525,22 @@ impl Replica {
                 .map_err(|_| {
                     GroupError::Unavailable("lease handoff not applied in time".into())
                 })??;
+            // The target ignores the transfer unless it holds the whole log (the handoff
+            // included), and this leader takes no proposals once it asked: wait for it.
+            let last = self.group.status().last_log_index;
+            let caught_up = self
+                .group
+                .wait_for(
+                    self.request_timeout,
+                    "the new leaseholder to catch up",
+                    |s| s.matched(to) >= last,
+                )
+                .await;
+            if !caught_up {
+                return Err(GroupError::Unavailable(format!(
+                    "{to} did not catch up to hand it the lease"
+                )));
+            }
             self.group.transfer_leader(to).await?;
             let gone = self
                 .group
