@@ -168,6 +168,15 @@ impl Replica {
     }
 
     /// How many snapshots this replica has installed since it started.
+    /// Ranges splits applied here created that the store has not started yet.
+    pub fn unstarted_splits(&self) -> Vec<RangeDescriptor> {
+        self.shared.unstarted_splits()
+    }
+
+    pub(crate) fn split_started(&self, right: RangeId) {
+        self.shared.split_started(right);
+    }
+
     pub fn snapshots_installed(&self) -> u64 {
         self.shared.snapshots_installed()
     }

@@ -86,6 +86,17 @@ pub struct Store {
     cluster: ClusterSender,
 }
 
+/// Clears a left-hand replica's claim on a new range's keys when dropped.
+struct ClaimCleared(Option<Arc<Replica>>, RangeId);
+
+impl Drop for ClaimCleared {
+    fn drop(&mut self) {
+        if let Some(left) = &self.0 {
+            left.split_started(self.1);
+        }
+    }
+}
+
 /// The replicas of a store by range id.
 pub(crate) type ReplicaMap = Arc<RwLock<HashMap<RangeId, Arc<Replica>>>>;
 
@@ -177,6 +188,8 @@ impl Store {
     ) {
         let _l = self.lifecycle.lock().await;
         let range_id = right.range_id;
+        // Once this returns, the new range's replica (or its failure) speaks for its keys.
+        let _claimed = ClaimCleared(self.replica(left), range_id);
         let started = match self.replica(range_id) {
             Some(r) if r.descriptor().is_some() => return,
             Some(r) => {
@@ -202,12 +215,20 @@ impl Store {
     }
 
     /// A replica of this store, other than `desc`'s own, whose keys overlap `desc`'s.
+    /// Ranges that a split applied here created but the store has not started yet
+    /// count: their keys are theirs as soon as the left-hand side gives them up.
     fn overlapping_replica(&self, desc: &RangeDescriptor) -> Option<RangeDescriptor> {
         self.replicas
             .read()
             .values()
-            .filter(|r| r.range_id() != desc.range_id)
-            .filter_map(|r| r.descriptor())
+            .flat_map(|r| {
+                // The descriptor first: once it shows a split, the split's new range is
+                // already among the unstarted ones (the state machine lists it first).
+                let mut claims: Vec<RangeDescriptor> = r.descriptor().into_iter().collect();
+                claims.extend(r.unstarted_splits());
+                claims
+            })
+            .filter(|d| d.range_id != desc.range_id)
             .find(|d| d.start_key < desc.end_key && desc.start_key < d.end_key)
     }
 
@@ -483,7 +504,7 @@ impl Store {
         self.replicas.write().remove(&range_id);
         let mut b = WriteBatch::new();
         if let Some(desc) = replica.descriptor() {
-            for span in data_spans(&desc) {
+            for span in self.unowned_data_spans(&desc) {
                 b.delete_range(Space::Data, span.start, span.end);
             }
         }
@@ -503,6 +524,43 @@ impl Store {
         self.writer.write(b).await.map_err(storage)?;
         tracing::info!(node = %self.config.node_id, range = %range_id, replica = %replica.replica_id(), "replica destroyed");
         Ok(())
+    }
+
+    /// The data spans of `desc` that no other replica of this store holds: a removed
+    /// replica that missed splits still claims keys that other replicas here may own.
+    fn unowned_data_spans(&self, desc: &RangeDescriptor) -> Vec<keys::Span> {
+        let mut others: Vec<(Vec<u8>, Vec<u8>)> = self
+            .replicas
+            .read()
+            .values()
+            .filter(|r| r.range_id() != desc.range_id)
+            .filter_map(|r| r.descriptor())
+            .filter(|d| d.start_key < desc.end_key && desc.start_key < d.end_key)
+            .map(|d| (d.start_key, d.end_key))
+            .collect();
+        others.sort();
+        let mut gaps = Vec::new();
+        let mut at = desc.start_key.clone();
+        for (start, end) in others {
+            if start > at {
+                gaps.push((at.clone(), start.clone()));
+            }
+            if end > at {
+                at = end;
+            }
+        }
+        if at < desc.end_key {
+            gaps.push((at, desc.end_key.clone()));
+        }
+        gaps.into_iter()
+            .flat_map(|(start_key, end_key)| {
+                data_spans(&RangeDescriptor {
+                    start_key,
+                    end_key,
+                    ..desc.clone()
+                })
+            })
+            .collect()
     }
 
     /// Serves a batch on the addressed range.

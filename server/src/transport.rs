@@ -620,6 +620,7 @@ pub struct RemoteSender {
 impl Sender for RemoteSender {
     fn send(&self, batch: BatchRequest) -> BoxFuture<'_, Result<BatchResponse, api::Error>> {
         Box::pin(async move {
+            let (range_id, write) = (batch.header.range_id, batch.is_write());
             match self
                 .transport
                 .call(self.node, RpcRequest::Batch(batch), self.timeout)
@@ -629,6 +630,14 @@ impl Sender for RemoteSender {
                 Ok(other) => Err(api::Error::InvalidRequest(format!(
                     "unexpected answer: {other:?}"
                 ))),
+                // A write that reached the node may have been applied there: it must not
+                // be sent again as if it had not.
+                Err(e) if write && !matches!(e, TransportError::Unreachable(..)) => {
+                    Err(api::Error::AmbiguousResult {
+                        range_id,
+                        reason: format!("{}: {e}", self.node),
+                    })
+                }
                 Err(e) => Err(api::Error::NodeUnreachable {
                     node_id: self.node,
                     reason: e.to_string(),

@@ -98,7 +98,7 @@ fn spawn_writer(
 }
 
 /// SQL writers on table `kv` (see [`spawn_writer`]), writer `w` connected to node
-/// `1 + w % 3`.
+/// `1 + w % 3` (or to `nodes[w % nodes.len()]`, with [`Writers::start_on`]).
 pub(crate) struct Writers {
     pub acked: Arc<Mutex<Vec<BTreeSet<i64>>>>,
     pub errors: Arc<Mutex<Vec<String>>>,
@@ -108,12 +108,16 @@ pub(crate) struct Writers {
 
 impl Writers {
     pub async fn start(c: &Cluster, writers: i64) -> Writers {
+        Writers::start_on(c, writers, &[1, 2, 3]).await
+    }
+
+    pub async fn start_on(c: &Cluster, writers: i64, nodes: &[usize]) -> Writers {
         let acked = Arc::new(Mutex::new(vec![BTreeSet::new(); writers as usize]));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for w in 0..writers {
-            let client = connect(c, 1 + (w as usize) % 3).await;
+            let client = connect(c, nodes[(w as usize) % nodes.len()]).await;
             tasks.push(spawn_writer(
                 client,
                 w,
