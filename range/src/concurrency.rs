@@ -168,6 +168,7 @@ impl Replica {
         spans: Vec<LatchSpan>,
         desc: &RangeDescriptor,
         deadline: tokio::time::Instant,
+        lease_term: u64,
     ) -> Result<BatchResponse, api::Error> {
         let Some(Request::PushTxn { pushee, .. }) = batch.requests.first().cloned() else {
             return Err(api::Error::InvalidRequest("not a push".into()));
@@ -181,7 +182,10 @@ impl Replica {
             let changed = waiting.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            match self.serve_once(&batch, spans.clone(), desc, deadline).await {
+            match self
+                .serve_once(&batch, spans.clone(), desc, deadline, lease_term)
+                .await
+            {
                 Err(api::Error::Kv(Error::TxnPushFailed { .. }))
                     if tokio::time::Instant::now() < give_up => {}
                 other => return other,

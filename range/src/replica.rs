@@ -306,22 +306,27 @@ impl Replica {
             reason: format!("timed out after {:?} {what}", self.request_timeout),
         };
 
+        // The lease (term) the request is served under, read before it is checked: if
+        // leadership changes while the request waits for latches, it is refused then.
+        let lease_term = self.group.current_term();
         match tokio::time::timeout_at(deadline, self.group.lease_read()).await {
             Err(_) => return Err(timed_out("waiting for the lease")),
             Ok(Err(e)) => return Err(self.group_error(e, &desc, false)),
             Ok(Ok(())) => {}
         }
         // Handing the lease away: go to the new holder rather than queue behind it.
-        self.check_not_retired(&desc)?;
+        self.check_lease(&desc, lease_term)?;
         self.load
             .lock()
             .record_request(std::time::Instant::now(), global_span(&batch).as_ref());
         if let [api::Request::PushTxn { .. }] = batch.requests.as_slice() {
-            return self.serve_push(batch, spans, &desc, deadline).await;
+            return self
+                .serve_push(batch, spans, &desc, deadline, lease_term)
+                .await;
         }
         loop {
             match self
-                .serve_once(&batch, spans.clone(), &desc, deadline)
+                .serve_once(&batch, spans.clone(), &desc, deadline, lease_term)
                 .await
             {
                 Err(api::Error::Kv(cairn_kv::Error::WriteIntent { intents })) => {
@@ -340,6 +345,7 @@ impl Replica {
         spans: Vec<LatchSpan>,
         desc: &RangeDescriptor,
         deadline: tokio::time::Instant,
+        lease_term: u64,
     ) -> Result<BatchResponse, api::Error> {
         let range_id = self.range_id;
         let latches = match tokio::time::timeout_at(deadline, self.latches.acquire(spans)).await {
@@ -354,8 +360,8 @@ impl Replica {
                 });
             }
         };
-        // The lease may have been handed away while we waited.
-        self.check_not_retired(desc)?;
+        // The lease may have moved or been handed away while we waited.
+        self.check_lease(desc, lease_term)?;
         // The descriptor may have changed while we waited.
         let desc = match self.descriptor() {
             Some(now) if now != *desc => {
@@ -444,19 +450,24 @@ impl Replica {
         })
     }
 
-    /// Refuses to serve in a term whose lease this replica handed away.
-    fn check_not_retired(&self, desc: &RangeDescriptor) -> Result<(), api::Error> {
+    /// Refuses to serve unless this replica still holds the lease of `lease_term`, the
+    /// one the request was admitted under, and has not handed it away.
+    fn check_lease(&self, desc: &RangeDescriptor, lease_term: u64) -> Result<(), api::Error> {
         let retired = self
             .lease_retired
             .load(std::sync::atomic::Ordering::Acquire);
-        if retired != 0 && retired == self.group.current_term() {
-            let to = self.shared.handoff().filter(|h| h.term == retired);
-            return Err(api::Error::NotLeaseholder {
-                range_id: self.range_id,
-                leaseholder: to.and_then(|h| desc.replica(h.to).copied()),
-            });
+        if self.group.current_term() == lease_term && retired != lease_term {
+            return Ok(());
         }
-        Ok(())
+        let to = self
+            .shared
+            .handoff()
+            .filter(|h| h.term == retired && retired == lease_term)
+            .and_then(|h| desc.replica(h.to).copied());
+        Err(api::Error::NotLeaseholder {
+            range_id: self.range_id,
+            leaseholder: to,
+        })
     }
 
     /// Hands this replica's lease to replica `to` without the wait a new lease normally
@@ -566,11 +577,27 @@ impl Replica {
             }
         };
         let result = moved.await;
-        drop(latches);
         if result.is_err() && self.group.current_term() == term {
-            // Retired in this term: start another one rather than stay unable to serve.
-            self.group.campaign();
+            // Still leading the same term: take the handoff back in the log (so that
+            // `to`, should it win the next term after all, starts a fresh lease), then
+            // serve again. If even that fails, the lease runs out and an election follows.
+            let cancel = RaftCommand {
+                lease_handoff: Some(crate::raft::LeaseHandoff {
+                    term,
+                    to: self.replica_id(),
+                    start: self.clock.now(),
+                    reads: Vec::new(),
+                }),
+                ..RaftCommand::default()
+            };
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(self.request_timeout, self.group.propose(cancel)).await
+            {
+                self.lease_retired
+                    .store(0, std::sync::atomic::Ordering::Release);
+            }
         }
+        drop(latches);
         result
     }
 

@@ -218,6 +218,12 @@ impl Store {
     /// Ranges that a split applied here created but the store has not started yet
     /// count: their keys are theirs as soon as the left-hand side gives them up.
     fn overlapping_replica(&self, desc: &RangeDescriptor) -> Option<RangeDescriptor> {
+        self.claims_overlapping(desc).into_iter().next()
+    }
+
+    /// The descriptors of this store's replicas other than `desc`'s, and of the ranges
+    /// splits here created but the store has not started, that overlap `desc`.
+    fn claims_overlapping(&self, desc: &RangeDescriptor) -> Vec<RangeDescriptor> {
         self.replicas
             .read()
             .values()
@@ -229,7 +235,8 @@ impl Store {
                 claims
             })
             .filter(|d| d.range_id != desc.range_id)
-            .find(|d| d.start_key < desc.end_key && desc.start_key < d.end_key)
+            .filter(|d| d.start_key < desc.end_key && desc.start_key < d.end_key)
+            .collect()
     }
 
     pub fn clock(&self) -> &Arc<Clock> {
@@ -530,12 +537,8 @@ impl Store {
     /// replica that missed splits still claims keys that other replicas here may own.
     fn unowned_data_spans(&self, desc: &RangeDescriptor) -> Vec<keys::Span> {
         let mut others: Vec<(Vec<u8>, Vec<u8>)> = self
-            .replicas
-            .read()
-            .values()
-            .filter(|r| r.range_id() != desc.range_id)
-            .filter_map(|r| r.descriptor())
-            .filter(|d| d.start_key < desc.end_key && desc.start_key < d.end_key)
+            .claims_overlapping(desc)
+            .into_iter()
             .map(|d| (d.start_key, d.end_key))
             .collect();
         others.sort();
@@ -648,6 +651,11 @@ impl Store {
                     voters.insert(next);
                     next = ReplicaId(next.0 + 1);
                 }
+                // Learners left from an interrupted attempt vote only once caught up.
+                for id in promote {
+                    let node = desc.replica(*id).map(|r| r.node_id).unwrap_or(NodeId(0));
+                    self.wait_caught_up(replica, *id, node).await?;
+                }
                 voters.extend(promote.iter().copied());
                 group.set_voters(voters).await?;
             }
@@ -688,8 +696,8 @@ impl Store {
             .map(|n| n.addr.clone())
             .unwrap_or_default();
         tracing::info!(range = %range_id, replica = %id, node = %node, "adding learner");
-        let group = replica.group();
-        group
+        replica
+            .group()
             .add_learner(
                 id,
                 ReplicaNode {
@@ -698,6 +706,18 @@ impl Store {
                 },
             )
             .await?;
+        self.wait_caught_up(replica, id, node).await
+    }
+
+    /// Waits until learner `id` (on `node`) holds the log as of now; gives up as
+    /// [`Store::add_learner`] says.
+    async fn wait_caught_up(
+        &self,
+        replica: &Replica,
+        id: ReplicaId,
+        node: NodeId,
+    ) -> Result<(), GroupError> {
+        let group = replica.group();
         let target = group.status().last_log_index;
         let deadline = tokio::time::Instant::now() + LEARNER_CATCH_UP_TIMEOUT;
         loop {

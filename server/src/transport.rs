@@ -484,10 +484,8 @@ impl Transport {
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(resp))) => Ok(resp),
             Ok(Ok(Err(remote))) => Err(TransportError::Remote(remote)),
-            Ok(Err(_)) => Err(TransportError::Unreachable(
-                name.into(),
-                "connection closed".into(),
-            )),
+            // The request may have reached the peer before the connection broke.
+            Ok(Err(_)) => Err(TransportError::Lost(name.into())),
             Err(_) => {
                 conn.pending.lock().remove(&id);
                 Err(TransportError::Timeout(name.into(), timeout))
