@@ -251,7 +251,6 @@ pub fn plan(
             .max_by_key(|(_, n)| (n.replicas, n.node_id));
         if let Some((from, from_node)) = fullest
             && from_node.replicas > add.replicas + 1
-            && (from_node.replicas as f64 > mean || (add.replicas as f64) < mean)
             && (from_node.replicas as f64 - mean) > 0.5
         {
             return Some((

@@ -554,7 +554,7 @@ impl Node {
             return;
         };
         let replicas = running.store.replicas();
-        let leases = replicas.iter().filter(|r| r.status().is_leader).count();
+        let leases = replicas.iter().filter(|r| r.group().is_leader()).count();
         let record = LivenessRecord {
             node_id: running.node_id,
             addr: self.rpc_addr.clone(),

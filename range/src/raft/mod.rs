@@ -434,6 +434,11 @@ impl RaftGroup {
         }
     }
 
+    /// Whether this replica leads now (cheap: no copy of the group's metrics).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
     /// The current Raft term (cheap: no copy of the group's metrics).
     pub fn current_term(&self) -> u64 {
         self.raft.metrics().borrow_watched().current_term
