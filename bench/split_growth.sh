@@ -7,6 +7,8 @@
 #   during  SET CLUSTER SETTING kv.range.max_bytes = $SPLIT_BYTES: the table splits
 #           until it has $TARGET ranges;
 #   after   the limit goes back to 64 MiB, so splitting stops; AFTER seconds more.
+#           With MERGE=1 the merge queue is on, and the ranges, now tiny for the
+#           limit, merge back during this phase (merges per minute are reported).
 #
 # Prints splits per minute, and throughput and p99 latency per phase (the mean of the
 # per-second figures, and the worst second), as a markdown table (also in $OUT,
@@ -14,6 +16,7 @@
 #
 #   bench/split_growth.sh
 #   REBALANCE=0 bench/split_growth.sh    # leases stay where the splits put them
+#   MERGE=1 AFTER=120 bench/split_growth.sh   # then merge back under the same load
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BEFORE=${BEFORE:-30}
@@ -33,6 +36,9 @@ sql() { psql -X -q -At "$URL" -c "$1"; }
 sql "SET CLUSTER SETTING kv.range_split.load_qps_threshold = 0"
 # REBALANCE=0 keeps every lease where the splits put it (on the first leaseholder).
 sql "SET CLUSTER SETTING kv.allocator.rebalance_enabled = ${REBALANCE:-1}"
+# MERGE=0 (the default) keeps the split ranges apart in the "after" phase.
+MERGE=${MERGE:-0}
+sql "SET CLUSTER SETTING kv.range_merge.queue_enabled = $MERGE"
 "$CAIRN" workload init kv --url "$URL" >/dev/null
 "$CAIRN" workload run kv --url "$URL" --concurrency 32 --duration "$LIMIT" --value-bytes 256 \
   --json --timeseries "$work/ts.csv" >"$work/summary.json" &
@@ -67,23 +73,39 @@ while lt "$(since)" "$stop_at"; do sample >/dev/null; sleep 1; done
 kill -INT "$wl"
 wait "$wl" || true
 
-python3 - "$work/ts.csv" "$work/ranges.csv" "$work/summary.json" "$start_split" "$end_split" "$OUT" <<'PY'
+python3 - "$work/ts.csv" "$work/ranges.csv" "$work/summary.json" "$start_split" "$end_split" "$OUT" "$MERGE" <<'PY'
 import csv, json, sys
-ts, ranges_csv, summary, start, end, out = sys.argv[1:7]
+ts, ranges_csv, summary, start, end, out, merge = sys.argv[1:8]
+merge = merge == "1"
 start, end = float(start), float(end)
 rows = [r for r in csv.DictReader(open(ts)) if r["op"] == "write"]
 ranges = [tuple(map(float, l.split(","))) for l in open(ranges_csv) if l.strip()]
 first = max((n for t, n in ranges if t < start), default=1)
 last = max(n for t, n in ranges if t <= end + 1)
+if merge:
+    after = [(t, n) for t, n in ranges if t > end]
+    fewest = min(n for t, n in after)
+    reached = min(t for t, n in after if n == fewest)
 phases = {
     "before (1 range)": (5, start),
     "during splits": (start, end),
-    "after": (end + 5, float("inf")),
 }
+if merge:
+    phases["while merging"] = (end, reached)
+    phases["after merging"] = (reached + 5, float("inf"))
+else:
+    phases["after"] = (end + 5, float("inf"))
 s = json.load(open(summary))
 lines = [
     f"splits: {int(last - first)} in {end - start:.0f} s = {(last - first) / (end - start) * 60:.0f} per minute "
     f"(from {int(first)} to {int(last)} ranges)",
+]
+if merge:
+    lines.append(
+        f"merges: {int(last - fewest)} in {reached - end:.0f} s = "
+        f"{(last - fewest) / (reached - end) * 60:.0f} per minute (from {int(last)} to {int(fewest)} ranges)"
+    )
+lines += [
     f"errors: {s['errors'] or 'none'}",
     "",
     "| phase | seconds | writes/s | p99 ms (mean of seconds) | p99 ms (worst second) |",
@@ -104,6 +126,8 @@ during = means.get("during splits")
 if steady and during:
     lines.append("")
     lines.append(f"p99 during splits / before: {during / steady:.2f}x (goal: at most 2x)")
+if steady and means.get("while merging"):
+    lines.append(f"p99 while merging / before: {means['while merging'] / steady:.2f}x")
 text = "\n".join(lines)
 print(text)
 open(out, "w").write(text + "\n")

@@ -65,9 +65,22 @@ pub struct RangeDescriptor {
     pub next_replica_id: ReplicaId,
     /// Incremented by every split, merge or replica change.
     pub generation: u64,
+    /// Until when (HLC wall time, nanoseconds) the split that made this range start at
+    /// `start_key` is kept: the merge queue leaves it alone until then. 0: not at all
+    /// (a split for size); [`STICKY_FOREVER`]: a split asked for by a user or a new
+    /// table.
+    pub sticky_until: u64,
 }
 
+/// [`RangeDescriptor::sticky_until`] of a split that is never merged away.
+pub const STICKY_FOREVER: u64 = u64::MAX;
+
 impl RangeDescriptor {
+    /// Whether the split at this range's start is kept at wall time `now` (nanoseconds).
+    pub fn is_sticky(&self, now: u64) -> bool {
+        self.sticky_until > now
+    }
+
     /// Whether `key` (an address, see [`crate::keys::addr`]) lies in the range.
     pub fn contains_key(&self, key: &[u8]) -> bool {
         self.start_key.as_slice() <= key && key < self.end_key.as_slice()
@@ -246,7 +259,8 @@ pub enum Request {
     /// Writes `desc` as the meta entry at its end key (an inline value), unless the
     /// entry there is of a newer generation: a split or change of those keys that
     /// happened after `desc`. So a range's leaseholder can always (re)write its own
-    /// entry, and a stale one cannot undo a newer entry. Non-transactional only.
+    /// entry, and a stale one cannot undo a newer entry. Entries of older generations
+    /// inside `desc`'s span (ranges it has merged) are deleted. Non-transactional only.
     UpdateMeta {
         desc: RangeDescriptor,
     },
@@ -325,6 +339,33 @@ pub enum Request {
     AdminSplit {
         split_key: Vec<u8>,
     },
+    /// Merges the range holding `key` with its right-hand neighbour, if they are on the
+    /// same nodes (whatever their size, load or stickiness). Must be alone in its
+    /// batch. See `range::merge`.
+    AdminMerge {
+        key: Vec<u8>,
+    },
+    /// Sent by the leaseholder of `left` to its right-hand neighbour (the range starting
+    /// at `left.end_key`): stop serving, for `left` to take over the keys. Refused
+    /// unless the two ranges are on the same nodes and, without `force`, the neighbour
+    /// is small and cold enough (`left_bytes` plus its own size at most `max_bytes`,
+    /// its requests per second at most `max_qps`) and not sticky. Once frozen the
+    /// neighbour serves nothing until `left` has merged it, or the merge is abandoned.
+    Subsume {
+        left: RangeDescriptor,
+        left_bytes: u64,
+        max_bytes: u64,
+        max_qps: u64,
+        force: bool,
+    },
+    /// Sent by a frozen range (`right`) that has waited too long, to the range holding
+    /// `key` (the start of the range it was frozen for): has it merged `right`? If it
+    /// has not, it makes sure it never will (by moving its descriptor to a new
+    /// generation, which a merge evaluated before is refused against).
+    ResolveMerge {
+        key: Vec<u8>,
+        right: RangeDescriptor,
+    },
 }
 
 impl Request {
@@ -340,6 +381,9 @@ impl Request {
             | Request::PutInline { .. }
             | Request::UpdateMeta { .. }
             | Request::AdminSplit { .. }
+            | Request::AdminMerge { .. }
+            | Request::Subsume { .. }
+            | Request::ResolveMerge { .. }
             | Request::EndTxn { .. }
             | Request::HeartbeatTxn { .. }
             | Request::PushTxn { .. }
@@ -384,7 +428,13 @@ impl Request {
     /// Whether the request is an administrative command, served by the replica itself
     /// rather than evaluated against data.
     pub fn is_admin(&self) -> bool {
-        matches!(self, Request::AdminSplit { .. })
+        matches!(
+            self,
+            Request::AdminSplit { .. }
+                | Request::AdminMerge { .. }
+                | Request::Subsume { .. }
+                | Request::ResolveMerge { .. }
+        )
     }
 
     /// The keys the request touches, as a span.
@@ -397,6 +447,8 @@ impl Request {
             | Request::Delete { key }
             | Request::PutInline { key, .. }
             | Request::AdminSplit { split_key: key }
+            | Request::AdminMerge { key }
+            | Request::ResolveMerge { key, .. }
             | Request::EndTxn { key, .. }
             | Request::HeartbeatTxn { key }
             | Request::PushTxn { key, .. }
@@ -404,10 +456,13 @@ impl Request {
             | Request::ResolveIntent { key, .. }
             | Request::QueryIntent { key, .. }
             | Request::RecoverTxn { key, .. } => Span::new(key.clone(), crate::keys::next_key(key)),
-            Request::UpdateMeta { desc } => {
-                let key = crate::keys::meta_key(&desc.end_key);
-                let end = crate::keys::next_key(&key);
-                Span::new(key, end)
+            // Its own entry, and the entries of the ranges it has merged (see UpdateMeta).
+            Request::UpdateMeta { desc } => Span::new(
+                crate::keys::next_key(&crate::keys::meta_key(&desc.start_key)),
+                crate::keys::next_key(&crate::keys::meta_key(&desc.end_key)),
+            ),
+            Request::Subsume { left, .. } => {
+                Span::new(left.end_key.clone(), crate::keys::next_key(&left.end_key))
             }
             Request::Scan { span, .. }
             | Request::ReverseScan { span, .. }
@@ -477,6 +532,22 @@ pub enum Response {
     AdminSplit {
         left: RangeDescriptor,
         right: RangeDescriptor,
+    },
+    /// The range as it is after the merge.
+    AdminMerge {
+        merged: RangeDescriptor,
+    },
+    /// The frozen range: its descriptor, the log index of its freeze, its clock when it
+    /// froze and the reads it served above that, which the merged range must stay above.
+    Subsume {
+        right: RangeDescriptor,
+        freeze_index: u64,
+        freeze_ts: Timestamp,
+        reads: Vec<(Span, Timestamp)>,
+    },
+    /// Whether the range merged the frozen one (false: it never will).
+    ResolveMerge {
+        merged: bool,
     },
 }
 
@@ -557,6 +628,11 @@ pub enum Error {
     /// The request is malformed.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A merge was not made (the ranges are not colocated, too large, sticky, a
+    /// replica is behind, ...); nothing changed. Not retried by the sender: the merge
+    /// queue tries again later.
+    #[error("{range_id}: merge refused: {reason}")]
+    MergeRefused { range_id: RangeId, reason: String },
 }
 
 /// A boxed, sendable future: what [`Sender::send`] returns, so the trait can be used as

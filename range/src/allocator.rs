@@ -347,6 +347,7 @@ mod tests {
             next_replica_id: ReplicaId(10),
             generation: 1,
             replicas,
+            sticky_until: 0,
         }
     }
 

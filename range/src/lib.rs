@@ -12,7 +12,7 @@
 //! - [`latch`]: serialising conflicting requests from evaluation to application.
 //! - [`replica`]: a request's path through one replica: key check, lease, latches,
 //!   evaluation, replication.
-//! - [`split`]: splitting a range in two.
+//! - [`split`]: splitting a range in two; [`merge`]: merging two back into one.
 //! - [`tscache`]: the timestamp cache: the highest timestamp that read each span.
 //! - [`txn_wait`]: pushers waiting for pending transactions; deadlock detection.
 //! - [`store`]: all replicas of a node, routing, bootstrap, up-replication.
@@ -23,6 +23,7 @@ pub mod eval;
 pub mod latch;
 pub mod lock_table;
 pub mod log_writer;
+pub mod merge;
 pub mod raft;
 pub mod replica;
 pub mod settings;

@@ -88,6 +88,8 @@ pub struct Replica {
     /// The term whose lease this replica handed away (0: none): it serves nothing more
     /// in that term (see `transfer_lease`).
     lease_retired: std::sync::atomic::AtomicU64,
+    /// How a merge asks the right-hand range's replicas how far they applied.
+    pub(crate) transport: Arc<dyn crate::raft::RaftTransport>,
 }
 
 impl Replica {
@@ -101,6 +103,7 @@ impl Replica {
         request_timeout: Duration,
         cluster: ClusterSender,
         siblings: Weak<RwLock<HashMap<RangeId, Arc<Replica>>>>,
+        transport: Arc<dyn crate::raft::RaftTransport>,
     ) -> Self {
         Replica {
             range_id: group.range_id(),
@@ -123,6 +126,7 @@ impl Replica {
             load: parking_lot::Mutex::new(RangeLoad::default()),
             meta_dirty: std::sync::atomic::AtomicBool::new(true),
             lease_retired: std::sync::atomic::AtomicU64::new(0),
+            transport,
         }
     }
 
@@ -175,6 +179,16 @@ impl Replica {
 
     pub(crate) fn split_started(&self, right: RangeId) {
         self.shared.split_started(right);
+    }
+
+    /// What the replica shares with its state machine.
+    pub(crate) fn shared(&self) -> &ReplicaShared {
+        &self.shared
+    }
+
+    /// The left-hand range this range is frozen for (see [`crate::merge`]), if it is.
+    pub fn frozen_for(&self) -> Option<RangeDescriptor> {
+        self.shared.frozen().map(|(left, _)| left)
     }
 
     pub fn snapshots_installed(&self) -> u64 {
@@ -301,6 +315,7 @@ impl Replica {
             return self.serve_admin(batch).await;
         }
         let deadline = tokio::time::Instant::now() + self.request_timeout;
+        self.wait_unfrozen(&desc, deadline).await?;
         let timed_out = |what: &str| api::Error::RangeUnavailable {
             range_id,
             reason: format!("timed out after {:?} {what}", self.request_timeout),
@@ -360,8 +375,13 @@ impl Replica {
                 });
             }
         };
-        // The lease may have moved or been handed away while we waited.
+        // The lease may have moved or been handed away while we waited, or the range
+        // frozen for a merge (it serves again on the sender's retry, if the merge does
+        // not happen).
         self.check_lease(desc, lease_term)?;
+        if self.shared.frozen().is_some() {
+            return Err(self.merged_away(desc));
+        }
         // The descriptor may have changed while we waited.
         let desc = match self.descriptor() {
             Some(now) if now != *desc => {
@@ -389,6 +409,8 @@ impl Replica {
                 new_descriptor: None,
                 split: None,
                 lease_handoff: None,
+                merge: None,
+                merge_step: None,
             };
             match tokio::time::timeout_at(deadline, self.group.propose(cmd)).await {
                 Err(_) => {
@@ -452,7 +474,11 @@ impl Replica {
 
     /// Refuses to serve unless this replica still holds the lease of `lease_term`, the
     /// one the request was admitted under, and has not handed it away.
-    fn check_lease(&self, desc: &RangeDescriptor, lease_term: u64) -> Result<(), api::Error> {
+    pub(crate) fn check_lease(
+        &self,
+        desc: &RangeDescriptor,
+        lease_term: u64,
+    ) -> Result<(), api::Error> {
         let retired = self
             .lease_retired
             .load(std::sync::atomic::Ordering::Acquire);
@@ -484,6 +510,10 @@ impl Replica {
     /// leadership does not move, this replica calls an election for a new term of its
     /// own, since it may not serve in this one any more.
     pub async fn transfer_lease(&self, to: ReplicaId) -> Result<(), GroupError> {
+        // A leader elected a moment ago may not take proposals yet: hold the lease first.
+        tokio::time::timeout(self.request_timeout, self.group.lease_read())
+            .await
+            .map_err(|_| GroupError::Unavailable("lease transfer: no lease in time".into()))??;
         let status = self.status();
         let desc = self
             .descriptor()
@@ -518,18 +548,7 @@ impl Replica {
         }
         self.lease_retired
             .store(term, std::sync::atomic::Ordering::Release);
-        let (start, reads) = {
-            let cache = self.tscache();
-            let start = self.clock.now().max(cache.low_water());
-            match cache.reads_above(start, HANDOFF_MAX_READS) {
-                Some(reads) => (start, reads),
-                // Too many reads in the future to carry: start above all of them.
-                None => {
-                    let all = Span::new(keys::KEY_MIN.to_vec(), keys::KEY_MAX.to_vec());
-                    (start.max(cache.max_read(&all).0), Vec::new())
-                }
-            }
-        };
+        let (start, reads) = self.reads_to_hand_over();
         let handoff = RaftCommand {
             lease_handoff: Some(crate::raft::LeaseHandoff {
                 term,
@@ -540,11 +559,21 @@ impl Replica {
             ..RaftCommand::default()
         };
         let moved = async {
-            tokio::time::timeout(self.request_timeout, self.group.propose(handoff))
-                .await
-                .map_err(|_| {
-                    GroupError::Unavailable("lease handoff not applied in time".into())
-                })??;
+            match tokio::time::timeout(self.request_timeout, self.group.propose(handoff)).await {
+                Err(_) => {
+                    return Err(GroupError::Unavailable(
+                        "lease handoff not applied in time".into(),
+                    ));
+                }
+                // Refused before it reached the log: nobody can count on it.
+                Ok(Err(e @ GroupError::NotLeader { .. })) => {
+                    self.lease_retired
+                        .store(0, std::sync::atomic::Ordering::Release);
+                    return Err(e);
+                }
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(_)) => {}
+            }
             // The target ignores the transfer unless it holds the whole log (the handoff
             // included), and this leader takes no proposals once it asked: wait for it.
             let last = self.group.status().last_log_index;
@@ -577,10 +606,27 @@ impl Replica {
             }
         };
         let result = moved.await;
-        if result.is_err() && self.group.current_term() == term {
-            // Still leading the same term: take the handoff back in the log (so that
-            // `to`, should it win the next term after all, starts a fresh lease), then
-            // serve again. If even that fails, the lease runs out and an election follows.
+        let retired = || {
+            self.lease_retired
+                .load(std::sync::atomic::Ordering::Acquire)
+                == term
+        };
+        if result.is_err() && retired() {
+            self.take_back_handoff(term, to).await;
+        }
+        drop(latches);
+        result
+    }
+
+    /// After a failed transfer, while still leading `term`: takes the handoff back in the
+    /// log (so that `to`, should it win the next term after all, starts a fresh lease),
+    /// then serves again. The leader may refuse the proposal for a while (its lease not
+    /// yet renewed); if it keeps refusing, leadership is handed on regardless, since a
+    /// leader that may not serve in its term must end it (openraft then stops its
+    /// heartbeats, and an election follows).
+    async fn take_back_handoff(&self, term: u64, to: ReplicaId) {
+        let deadline = tokio::time::Instant::now() + self.request_timeout * 2;
+        while self.group.current_term() == term && tokio::time::Instant::now() < deadline {
             let cancel = RaftCommand {
                 lease_handoff: Some(crate::raft::LeaseHandoff {
                     term,
@@ -595,10 +641,39 @@ impl Replica {
             {
                 self.lease_retired
                     .store(0, std::sync::atomic::Ordering::Release);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.group.current_term() == term {
+            tracing::warn!(range = %self.range_id, %to, "could not take a failed lease handoff back; ending the term");
+            let _ = self.group.transfer_leader(to).await;
+        }
+    }
+
+    /// Where a successor to this leaseholder's keys (a new leaseholder, or the range
+    /// merging this one) must start serving, and the reads this one served above that
+    /// (at future timestamps) that it must stay above.
+    pub(crate) fn reads_to_hand_over(&self) -> (Timestamp, Vec<(Span, Timestamp)>) {
+        let cache = self.tscache();
+        let start = self.clock.now().max(cache.low_water());
+        match cache.reads_above(start, HANDOFF_MAX_READS) {
+            Some(reads) => (start, reads),
+            // Too many reads in the future to carry: start above all of them.
+            None => {
+                let all = Span::new(keys::KEY_MIN.to_vec(), keys::KEY_MAX.to_vec());
+                (start.max(cache.max_read(&all).0), Vec::new())
             }
         }
-        drop(latches);
-        result
+    }
+
+    /// Records reads served elsewhere (by a range this one merged) in the timestamp
+    /// cache, so no write here lands under them.
+    pub(crate) fn record_foreign_reads(&self, reads: &[(Span, Timestamp)]) {
+        let mut cache = self.tscache();
+        for (span, ts) in reads {
+            cache.add(span, *ts, None);
+        }
     }
 
     /// The timestamp cache of the current lease: a new lease (a new Raft term) starts
@@ -776,9 +851,28 @@ impl Replica {
         };
         let response = match req {
             api::Request::AdminSplit { split_key } => {
-                let (left, right) = self.admin_split(split_key).await?;
+                let (left, right) = self.admin_split(split_key, api::STICKY_FOREVER).await?;
                 api::Response::AdminSplit { left, right }
             }
+            api::Request::AdminMerge { .. } => api::Response::AdminMerge {
+                merged: self.admin_merge(None).await?,
+            },
+            api::Request::Subsume {
+                left,
+                left_bytes,
+                max_bytes,
+                max_qps,
+                force,
+            } => {
+                let limits = (!force).then_some(crate::merge::MergeLimits {
+                    max_bytes: *max_bytes,
+                    max_qps: *max_qps,
+                });
+                self.subsume(left, *left_bytes, limits).await?
+            }
+            api::Request::ResolveMerge { right, .. } => api::Response::ResolveMerge {
+                merged: self.refuse_merge(right).await?,
+            },
             other => {
                 return Err(api::Error::InvalidRequest(format!(
                     "not an admin request: {other:?}"
@@ -801,6 +895,8 @@ impl Replica {
             new_descriptor: Some(desc),
             split: None,
             lease_handoff: None,
+            merge: None,
+            merge_step: None,
         };
         match tokio::time::timeout(self.request_timeout, self.group.propose(cmd)).await {
             Err(_) => Err(api::Error::AmbiguousResult {

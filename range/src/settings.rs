@@ -36,6 +36,9 @@ pub const DEFAULT_TIME_UNTIL_STORE_DEAD_SECS: u64 = 300;
 /// repairs ranges (0).
 pub const REBALANCE_ENABLED: &str = "kv.allocator.rebalance_enabled";
 
+/// Whether small, cold neighbouring ranges merge (1) or not (0).
+pub const MERGE_QUEUE_ENABLED: &str = "kv.range_merge.queue_enabled";
+
 /// Every cluster setting, by name.
 pub const ALL: &[Setting] = &[
     Setting {
@@ -55,6 +58,12 @@ pub const ALL: &[Setting] = &[
         default: 1,
         min: 0,
         description: "1: move replicas and leases to even them out across nodes; 0: only replace lost replicas",
+    },
+    Setting {
+        name: MERGE_QUEUE_ENABLED,
+        default: 1,
+        min: 0,
+        description: "1: merge a small, cold range with its right-hand neighbour; 0: never merge",
     },
     Setting {
         name: TIME_UNTIL_STORE_DEAD,
@@ -175,6 +184,7 @@ impl Settings {
         SplitConfig {
             max_bytes: self.get(RANGE_MAX_BYTES),
             load_qps_threshold: self.get(LOAD_QPS_THRESHOLD),
+            merge_enabled: self.get(MERGE_QUEUE_ENABLED) != 0,
         }
     }
 }

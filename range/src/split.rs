@@ -53,14 +53,16 @@ const RANGE_ID_GENERATOR: &str = "range_id";
 impl Replica {
     /// Splits this range at `split_key` (see the module doc). Returns the left-hand and
     /// the right-hand descriptors. A split that a membership change overtook on its way
-    /// to the log is evaluated again (a few times).
+    /// to the log is evaluated again (a few times). The merge queue leaves the split
+    /// alone until `sticky_until` (see [`RangeDescriptor::sticky_until`]).
     pub async fn admin_split(
         &self,
         split_key: &[u8],
+        sticky_until: u64,
     ) -> Result<(RangeDescriptor, RangeDescriptor), api::Error> {
         let mut why = String::new();
         for _ in 0..SPLIT_ATTEMPTS {
-            match self.try_admin_split(split_key).await? {
+            match self.try_admin_split(split_key, sticky_until).await? {
                 Ok(done) => return Ok(done),
                 Err(rejected) => why = rejected,
             }
@@ -75,6 +77,7 @@ impl Replica {
     async fn try_admin_split(
         &self,
         split_key: &[u8],
+        sticky_until: u64,
     ) -> Result<Result<(RangeDescriptor, RangeDescriptor), String>, api::Error> {
         let range_id = self.range_id;
         let desc = self.descriptor().ok_or(api::Error::RangeNotFound {
@@ -113,6 +116,12 @@ impl Replica {
             node_id: self.node_id,
         })?;
         check_split_key(&desc, split_key)?;
+        if let Some((into, _)) = self.shared().frozen() {
+            return Err(api::Error::RangeUnavailable {
+                range_id,
+                reason: format!("{desc} is frozen for a merge into {into}"),
+            });
+        }
 
         let generation = desc.generation + 1;
         let left = RangeDescriptor {
@@ -124,6 +133,7 @@ impl Replica {
             range_id: new_id,
             start_key: split_key.to_vec(),
             generation,
+            sticky_until,
             ..desc.clone()
         };
         // Should the meta write below not happen, the split queue writes the entry.
@@ -136,6 +146,8 @@ impl Replica {
                 right: right.clone(),
             }),
             lease_handoff: None,
+            merge: None,
+            merge_step: None,
         };
         match tokio::time::timeout_at(deadline, self.group().propose(cmd)).await {
             Err(_) => {

@@ -48,6 +48,8 @@ pub struct SplitConfig {
     /// Requests per second above which a range looks for a split key by load; 0 turns
     /// load-based splitting off.
     pub load_qps_threshold: u64,
+    /// Whether small, cold ranges merge with their neighbours (see [`crate::merge`]).
+    pub merge_enabled: bool,
 }
 
 /// The default range size limit (64 MiB).
@@ -60,6 +62,7 @@ impl Default for SplitConfig {
         SplitConfig {
             max_bytes: DEFAULT_RANGE_MAX_BYTES,
             load_qps_threshold: DEFAULT_LOAD_QPS_THRESHOLD,
+            merge_enabled: true,
         }
     }
 }
@@ -85,6 +88,8 @@ const MIDPOINT_GRANULARITY: u64 = 16 << 10;
 pub enum SplitReason {
     Size,
     Load,
+    /// Not a split: the range merged its right-hand neighbour.
+    Merge,
 }
 
 impl std::fmt::Display for SplitReason {
@@ -92,6 +97,7 @@ impl std::fmt::Display for SplitReason {
         f.write_str(match self {
             SplitReason::Size => "size",
             SplitReason::Load => "load",
+            SplitReason::Merge => "merge",
         })
     }
 }
@@ -106,6 +112,8 @@ pub struct RangeLoad {
     /// The load-split threshold in force (set by every pass of the split queue).
     qps_threshold: u64,
     splitter: LoadSplitter,
+    /// When the last attempt to merge the range with its neighbour failed.
+    merge_refused_at: Option<Instant>,
 }
 
 impl Default for RangeLoad {
@@ -115,6 +123,7 @@ impl Default for RangeLoad {
             written: 0,
             qps_threshold: DEFAULT_LOAD_QPS_THRESHOLD,
             splitter: LoadSplitter::default(),
+            merge_refused_at: None,
         }
     }
 }
@@ -131,6 +140,21 @@ impl RangeLoad {
     /// Counts a request over `span` (`None`: it touched no global key).
     pub fn record_request(&mut self, now: Instant, span: Option<&Span>) {
         self.splitter.record(now, span, self.qps_threshold);
+    }
+
+    /// Forgets the size, so the range is measured again (its span changed).
+    pub fn forget_size(&mut self) {
+        self.size = None;
+    }
+
+    /// Notes that an attempt to merge the range failed.
+    pub fn merge_refused(&mut self) {
+        self.merge_refused_at = Some(Instant::now());
+    }
+
+    /// Whether an attempt to merge the range failed less than `retry` ago.
+    pub fn merge_refused_recently(&self, retry: Duration) -> bool {
+        self.merge_refused_at.is_some_and(|t| t.elapsed() < retry)
     }
 
     /// The estimated size, if the range has been measured.
@@ -340,9 +364,21 @@ impl Store {
                 tracing::warn!(range = %desc, error = %e, "could not write the range's meta entry; will retry");
             }
             let Some((key, reason)) = self.split_key_for(&replica, &desc, config).await else {
+                if let Some(merged) = self.maybe_merge(&replica, &desc, config).await {
+                    done.push((merged, SplitReason::Merge));
+                }
                 continue;
             };
-            match replica.admin_split(&key).await {
+            let sticky_until = match reason {
+                SplitReason::Load => {
+                    self.clock()
+                        .now()
+                        .add_duration(crate::merge::LOAD_SPLIT_STICKY)
+                        .wall
+                }
+                _ => 0,
+            };
+            match replica.admin_split(&key, sticky_until).await {
                 Ok((left, right)) => {
                     tracing::info!(%left, %right, %reason, "range split by the split queue");
                     if reason == SplitReason::Load {
@@ -350,7 +386,7 @@ impl Store {
                         self.move_right_lease(&right).await;
                     }
                     // Both halves measure themselves again.
-                    replica.load.lock().size = None;
+                    replica.load.lock().forget_size();
                     done.push((right, reason));
                 }
                 Err(e) => {
@@ -436,6 +472,7 @@ mod tests {
             replicas: Vec::new(),
             next_replica_id: cairn_kv::api::ReplicaId(1),
             generation: 0,
+            sticky_until: 0,
         }
     }
 

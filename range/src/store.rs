@@ -170,6 +170,11 @@ impl Store {
                     right,
                     replica_id,
                 } => store.start_split_replica(left, &right, replica_id).await,
+                StoreEvent::MergeApplied {
+                    left,
+                    right,
+                    freeze_index,
+                } => store.retire_merged(left, &right, freeze_index).await,
             }
         }
     }
@@ -237,6 +242,30 @@ impl Store {
             .filter(|d| d.range_id != desc.range_id)
             .filter(|d| d.start_key < desc.end_key && desc.start_key < d.end_key)
             .collect()
+    }
+
+    /// Checks that a snapshot of `desc` may land: no other replica of this store holds
+    /// its keys, but for replicas of ranges frozen for a merge into `desc`'s range that
+    /// the snapshot covers. Those the snapshot shows merged: they are retired (their
+    /// keys are then cleared and rewritten by the snapshot).
+    async fn make_room_for_snapshot(&self, desc: &RangeDescriptor) -> Result<(), String> {
+        for other in self.claims_overlapping(desc) {
+            let merged = self.replica(other.range_id).filter(|r| {
+                r.descriptor().as_ref() == Some(&other)
+                    && r.frozen_for().is_some_and(|l| l.range_id == desc.range_id)
+                    && desc.contains_span(&other.span())
+            });
+            match merged {
+                Some(_) => self.retire_merged(desc.range_id, &other, 0).await,
+                None => {
+                    return Err(format!(
+                        "snapshot of {desc} overlaps {other} on {}; retry once it has split",
+                        self.config.node_id
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn clock(&self) -> &Arc<Clock> {
@@ -307,6 +336,7 @@ impl Store {
             self.config.request_timeout,
             self.cluster.clone(),
             Arc::downgrade(&self.replicas),
+            self.transport.clone(),
         ));
         replica.watch_leases();
         self.replicas.write().insert(range_id, replica.clone());
@@ -326,6 +356,34 @@ impl Store {
             Space::Raft,
             key.clone(),
             encode(&key, &replica_id.0).map_err(storage)?,
+        );
+        self.writer.write(b).await.map_err(storage)
+    }
+
+    /// Serialises replica creation and removal.
+    pub(crate) fn lifecycle(&self) -> &tokio::sync::Mutex<()> {
+        &self.lifecycle
+    }
+
+    /// Drops a stopped replica from the store's map.
+    pub(crate) fn remove_replica(&self, range_id: RangeId) {
+        self.replicas.write().remove(&range_id);
+    }
+
+    /// Deletes the Raft state of a range this store no longer holds, leaving a
+    /// tombstone no replica id passes (so no message brings the range back).
+    pub(crate) async fn clear_raft_state(&self, range_id: RangeId) -> Result<(), StoreError> {
+        let mut b = WriteBatch::new();
+        b.delete_range(
+            Space::Raft,
+            keys::range_id_prefix(range_id),
+            keys::range_id_prefix_end(range_id),
+        );
+        let tombstone = keys::range_tombstone_key(range_id);
+        b.put(
+            Space::Raft,
+            tombstone.clone(),
+            encode(&tombstone, &u64::MAX).map_err(storage)?,
         );
         self.writer.write(b).await.map_err(storage)
     }
@@ -375,6 +433,7 @@ impl Store {
             }],
             next_replica_id: ReplicaId(2),
             generation: 0,
+            sticky_until: api::STICKY_FOREVER,
         };
         self.record_replica_id(FIRST_RANGE_ID, replica_id).await?;
         let replica = self.start_replica(FIRST_RANGE_ID, replica_id).await?;
@@ -437,6 +496,18 @@ impl Store {
                 msg.to_node, self.config.node_id
             ));
         }
+        if let RaftRequest::Applied = msg.body {
+            return Ok(match self.replica(msg.range_id) {
+                Some(r) if r.replica_id() == msg.to => RaftReply::Applied {
+                    index: r.shared().applied_index(),
+                    frozen_for: r.frozen_for().map(|l| l.range_id),
+                },
+                _ => RaftReply::Applied {
+                    index: 0,
+                    frozen_for: None,
+                },
+            });
+        }
         if let Some(why) = self.broken.read().get(&msg.range_id) {
             return Err(format!(
                 "{}: replica on {} is stopped: {why}",
@@ -463,12 +534,8 @@ impl Store {
         // split, the keys are that replica's, and the leader must retry later.
         if let RaftRequest::Snapshot(chunk) = &msg.body
             && let Some(header) = &chunk.header
-            && let Some(other) = self.overlapping_replica(&header.descriptor)
         {
-            return Err(format!(
-                "snapshot of {} overlaps {other} on {}; retry once it has split",
-                header.descriptor, self.config.node_id
-            ));
+            self.make_room_for_snapshot(&header.descriptor).await?;
         }
         replica.group().handle(msg.body).await
     }
@@ -607,6 +674,10 @@ impl Store {
             let Some(desc) = replica.descriptor() else {
                 continue;
             };
+            // A frozen range keeps its replicas until its merge is done or abandoned.
+            if replica.frozen_for().is_some() {
+                continue;
+            }
             let Some((action, reason)) =
                 allocator::plan(&desc, replica.replica_id(), view, !moved, &status.caught_up)
             else {
@@ -833,12 +904,16 @@ impl Store {
         );
         let resp = sender.send(get).await?;
         let Some(api::Response::Get { value: Some(v) }) = resp.responses.into_iter().next() else {
-            return Ok(None);
+            // No range starts here any more: a merge took the keys.
+            return Ok(self.left_over_from_merge(replica));
         };
         let current: RangeDescriptor = postcard::from_bytes(&v).map_err(|e| {
             api::Error::InvalidRequest(format!("undecodable range descriptor: {e}"))
         })?;
-        if current.range_id != local.range_id || current.generation < local.generation {
+        if current.range_id != local.range_id {
+            return Ok(self.left_over_from_merge(replica));
+        }
+        if current.generation < local.generation {
             return Ok(None);
         }
         let removed = match current.replica_on(self.config.node_id) {
@@ -846,6 +921,18 @@ impl Store {
             Some(r) => r.replica_id > replica.replica_id(),
         };
         Ok(removed.then_some(current))
+    }
+
+    /// Whether `replica`, whose range no longer starts where it did (a merge took its
+    /// keys), is left over: it was removed from its range before the merge, or it is
+    /// frozen for a range with no replica on this store to retire it (a replica of that
+    /// range here that has not applied the merge yet takes the keys when it does).
+    /// Returns the descriptor that shows it, for the log.
+    fn left_over_from_merge(&self, replica: &Replica) -> Option<RangeDescriptor> {
+        match replica.frozen_for() {
+            Some(into) => self.replica(into.range_id).is_none().then_some(into),
+            None => replica.descriptor(),
+        }
     }
 
     /// Stops every replica (the store's data stays on disk).

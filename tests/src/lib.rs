@@ -276,6 +276,18 @@ impl Cluster {
         }
     }
 
+    /// Merges the range holding `key` with its right-hand neighbour, through node `via`.
+    pub async fn merge(&self, via: usize, key: &[u8]) -> Result<api::RangeDescriptor, api::Error> {
+        match self
+            .send(via, vec![Request::AdminMerge { key: key.to_vec() }])
+            .await?
+            .pop()
+        {
+            Some(Response::AdminMerge { merged }) => Ok(merged),
+            other => panic!("unexpected answer to a merge: {other:?}"),
+        }
+    }
+
     /// Moves the lease (Raft leadership) of `range_id` to node `to` and waits until it
     /// is there.
     pub async fn transfer_lease(&self, range_id: RangeId, to: usize) {

@@ -110,6 +110,7 @@ pub(crate) mod tests {
             replicas: vec![],
             next_replica_id: ReplicaId(1),
             generation: 0,
+            sticky_until: 0,
         }
     }
 

@@ -6,6 +6,9 @@
 //! of two descriptors under one meta key, the one with the higher generation describes
 //! the keys as they are later. An equal generation of the same range is rewritten (the
 //! same descriptor, or the leaseholder repairing it).
+//!
+//! Entries strictly inside `desc`'s span of an older generation describe ranges `desc`
+//! has merged since: they are deleted, so that no lookup finds them.
 
 use cairn_kv::api::{RangeDescriptor, Response};
 use cairn_kv::keys;
@@ -37,6 +40,22 @@ pub fn eval(
     }
     let body = postcard::to_stdvec(desc)
         .map_err(|e| cairn_kv::Error::InvalidArgument(format!("encoding {desc}: {e}")))?;
+    let inner = mvcc::scan(
+        batch,
+        &keys::next_key(&keys::meta_key(&desc.start_key)),
+        &key,
+        ctx.read_options(),
+        0,
+        false,
+    )?;
+    for (inner_key, stored) in inner.kvs {
+        let merged: RangeDescriptor = postcard::from_bytes(&stored).map_err(|e| {
+            cairn_kv::Error::Decode(format!("meta entry {}: {e}", keys::pretty(&inner_key)))
+        })?;
+        if merged.generation < desc.generation {
+            mvcc::delete_inline(batch, &inner_key)?;
+        }
+    }
     mvcc::put_inline(batch, &key, &body)?;
     Ok(Response::UpdateMeta { written: true })
 }

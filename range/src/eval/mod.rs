@@ -110,7 +110,10 @@ pub fn evaluate(
             cmd_resolve_intent_range::eval(batch, ctx, span, txn, *status)
         }
         Request::Refresh { span, from } => cmd_refresh::eval(batch, ctx, span, *from),
-        Request::AdminSplit { .. } => Err(cairn_kv::Error::InvalidArgument(
+        Request::AdminSplit { .. }
+        | Request::AdminMerge { .. }
+        | Request::Subsume { .. }
+        | Request::ResolveMerge { .. } => Err(cairn_kv::Error::InvalidArgument(
             "an admin request is served by the replica, not evaluated".into(),
         )),
     }

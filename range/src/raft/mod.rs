@@ -78,6 +78,39 @@ pub struct RaftCommand {
     /// Set on the command a leaseholder proposes just before handing leadership to
     /// another replica (see `Replica::transfer_lease`).
     pub lease_handoff: Option<LeaseHandoff>,
+    /// Set on the command that merges the right-hand neighbour into the range:
+    /// `new_descriptor` is then the merged range (see [`crate::merge`]).
+    pub merge: Option<MergeTrigger>,
+    /// A step of a merge other than the merge itself (see [`MergeStep`]).
+    pub merge_step: Option<MergeStep>,
+}
+
+/// The right-hand range a merge takes over.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MergeTrigger {
+    /// The right-hand range as it was frozen.
+    pub right: RangeDescriptor,
+    /// The generation of the left-hand range the merge was evaluated against: the merge
+    /// is refused when applied if the range has changed since (split, replica change,
+    /// or a merge abandoned by the right-hand side; see `ResolveMerge`).
+    pub left_generation: u64,
+    /// The log index of the right-hand range's freeze.
+    pub freeze_index: u64,
+}
+
+/// The steps of a merge besides the merge itself (see [`crate::merge`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MergeStep {
+    /// On the right-hand range: stop serving, for `left` (as it was when it asked) to
+    /// take over the keys.
+    Freeze(RangeDescriptor),
+    /// On the right-hand range: the merge into the left-hand range of this id was
+    /// abandoned; serve again.
+    Lift(cairn_kv::RangeId),
+    /// On the left-hand range: refuse any merge of the right-hand range of this id
+    /// proposed before (by moving the descriptor to a new generation), and answer
+    /// whether one was applied.
+    Refuse(cairn_kv::RangeId),
 }
 
 /// A lease handed from the leader of `term` to replica `to`: if `to` wins the next term,
@@ -111,6 +144,8 @@ pub struct CommandResult {
     /// Why the command was applied as a no-op, if it was: a split evaluated against a
     /// descriptor that a membership change replaced before the split reached the log.
     pub rejected: Option<String>,
+    /// For [`MergeStep::Refuse`]: whether the range had merged the right-hand range.
+    pub merged: bool,
 }
 
 openraft::declare_raft_types!(
@@ -149,6 +184,9 @@ pub enum RaftRequest {
     TransferLeader(TransferLeaderRequest<TypeConfig>),
     /// A piece of a snapshot; see [`network`] for the stream.
     Snapshot(SnapshotChunk),
+    /// How far has the replica applied its log, and is it frozen? (Asked by a merge,
+    /// answered by the store without creating the replica; see [`crate::merge`].)
+    Applied,
 }
 
 /// The answer to a [`RaftRequest`].
@@ -162,6 +200,12 @@ pub enum RaftReply {
     /// The final chunk arrived and the snapshot was installed (or refused: the vote in
     /// the response says whose term it is).
     SnapshotInstalled(SnapshotResponse<TypeConfig>),
+    /// The answer to [`RaftRequest::Applied`]: the replica's applied index (0: the store
+    /// holds no replica of the range) and the range it is frozen for.
+    Applied {
+        index: u64,
+        frozen_for: Option<RangeId>,
+    },
 }
 
 /// One chunk of a snapshot stream. The first carries the header.
@@ -171,7 +215,7 @@ pub struct SnapshotChunk {
     pub stream_id: u64,
     /// Position in the stream, from 0.
     pub seq: u32,
-    pub header: Option<SnapshotHeader>,
+    pub header: Option<Box<SnapshotHeader>>,
     /// Raw `Space::Data` entries of the range.
     pub kvs: Vec<(Vec<u8>, Vec<u8>)>,
     pub last: bool,
@@ -183,6 +227,10 @@ pub struct SnapshotHeader {
     pub vote: VoteOf<TypeConfig>,
     pub meta: SnapshotMetaOf<TypeConfig>,
     pub descriptor: RangeDescriptor,
+    /// The left-hand range the range is frozen for (see [`crate::merge`]), if it is.
+    pub frozen: Option<RangeDescriptor>,
+    /// The ranges it merged most recently.
+    pub merged: Vec<RangeId>,
 }
 
 /// Sends Raft messages to other nodes; implemented by the node's RPC transport (and by
@@ -617,6 +665,7 @@ impl RaftGroup {
                 .await
                 .map(RaftReply::Vote)
                 .map_err(|e| e.to_string()),
+            RaftRequest::Applied => Err("the store answers Applied, not the group".into()),
             RaftRequest::TransferLeader(req) => self
                 .raft
                 .handle_transfer_leader(req)
@@ -649,7 +698,7 @@ impl RaftGroup {
             }
             st.next_seq += 1;
             if chunk.header.is_some() {
-                st.header = chunk.header;
+                st.header = chunk.header.map(|h| *h);
             }
             st.kvs.extend(chunk.kvs);
             if chunk.last { staging.take() } else { None }
@@ -662,6 +711,8 @@ impl RaftGroup {
             meta: header.meta,
             snapshot: SnapshotData::Incoming {
                 descriptor: header.descriptor,
+                frozen: header.frozen,
+                merged: header.merged,
                 kvs: done.kvs,
             },
         };

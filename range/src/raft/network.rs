@@ -112,16 +112,24 @@ impl NetClient {
         snapshot: SnapshotOf<TypeConfig, SnapshotData>,
         timeout: Duration,
     ) -> Result<SnapshotResponse<TypeConfig>, String> {
-        let SnapshotData::Outgoing { reader, descriptor } = snapshot.snapshot else {
+        let SnapshotData::Outgoing {
+            reader,
+            descriptor,
+            frozen,
+            merged,
+        } = snapshot.snapshot
+        else {
             return Err("asked to send an incoming snapshot".into());
         };
         let descriptor = descriptor.ok_or("no range descriptor to snapshot yet")?;
         let stream_id = SNAPSHOT_STREAMS.fetch_add(1, Ordering::Relaxed);
-        let mut header = Some(SnapshotHeader {
+        let mut header = Some(Box::new(SnapshotHeader {
             vote,
             meta: snapshot.meta,
             descriptor: descriptor.clone(),
-        });
+            frozen,
+            merged,
+        }));
         let mut seq = 0u32;
         let mut spans = data_spans(&descriptor).into_iter().peekable();
         // Where the next chunk starts: a span and the first key in it not yet sent.

@@ -51,6 +51,13 @@ pub enum StoreEvent {
         right: RangeDescriptor,
         replica_id: ReplicaId,
     },
+    /// The range `left` merged `right`, whose replica on this store (frozen at
+    /// `freeze_index`) must stop: its Raft state is gone, its data is `left`'s now.
+    MergeApplied {
+        left: RangeId,
+        right: RangeDescriptor,
+        freeze_index: u64,
+    },
 }
 
 /// What the replica and its state machine share: the latest applied descriptor and
@@ -63,6 +70,11 @@ pub struct ReplicaShared {
     /// Ranges splits applied here created, not yet started by the store: their keys
     /// are theirs already, though no replica of the store shows it yet.
     unstarted: RwLock<Vec<RangeDescriptor>>,
+    /// The left-hand range this range is frozen for (see [`crate::merge`]), and since
+    /// when this replica knows it.
+    frozen: RwLock<Option<(RangeDescriptor, std::time::Instant)>>,
+    /// Set once the store has retired this replica because its range was merged.
+    merged: std::sync::atomic::AtomicBool,
     /// The last lease handoff applied (see [`super::LeaseHandoff`]).
     handoff: parking_lot::Mutex<Option<super::LeaseHandoff>>,
     /// Where the state machine reports what its store must act on (none in tests that
@@ -97,6 +109,30 @@ impl ReplicaShared {
         self.unstarted.write().retain(|d| d.range_id != right);
     }
 
+    /// The left-hand range this range is frozen for, if it is, and since when this
+    /// replica knows.
+    pub fn frozen(&self) -> Option<(RangeDescriptor, std::time::Instant)> {
+        self.frozen.read().clone()
+    }
+
+    /// Whether the store retired this replica after its range was merged.
+    pub fn is_merged(&self) -> bool {
+        self.merged.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_merged(&self) {
+        self.merged.store(true, Ordering::Release);
+    }
+
+    fn publish_frozen(&self, frozen: &Option<RangeDescriptor>) {
+        let mut guard = self.frozen.write();
+        match (frozen, guard.as_ref()) {
+            (None, _) => *guard = None,
+            (Some(l), Some((held, _))) if l == held => {}
+            (Some(l), _) => *guard = Some((l.clone(), std::time::Instant::now())),
+        }
+    }
+
     /// The last lease handoff this replica applied.
     pub fn handoff(&self) -> Option<super::LeaseHandoff> {
         self.handoff.lock().clone()
@@ -122,16 +158,28 @@ struct AppliedState {
     applied: Option<LogId>,
     membership: StoredMembershipOf<TypeConfig>,
     descriptor: Option<RangeDescriptor>,
+    /// The left-hand range the range is frozen for, if it is.
+    frozen: Option<RangeDescriptor>,
+    /// The ranges this range merged most recently (at most [`MERGED_KEPT`]), so that a
+    /// frozen range asking whether it was merged gets a true answer.
+    merged: Vec<RangeId>,
 }
+
+/// How many merged ranges a range remembers.
+const MERGED_KEPT: usize = 64;
 
 /// A snapshot: outgoing, a view of this store to stream; incoming, what was received.
 pub enum SnapshotData {
     Outgoing {
         reader: Box<dyn Snapshot>,
         descriptor: Option<RangeDescriptor>,
+        frozen: Option<RangeDescriptor>,
+        merged: Vec<RangeId>,
     },
     Incoming {
         descriptor: RangeDescriptor,
+        frozen: Option<RangeDescriptor>,
+        merged: Vec<RangeId>,
         /// Raw `Space::Data` entries.
         kvs: Vec<(Vec<u8>, Vec<u8>)>,
     },
@@ -226,6 +274,7 @@ impl StateMachine {
             None => AppliedState::default(),
         };
         shared.publish(&state.descriptor, &state.applied);
+        shared.publish_frozen(&state.frozen);
         Ok(StateMachine {
             range_id,
             replica_id,
@@ -285,6 +334,8 @@ impl StateMachine {
                 self.state.membership.membership().clone(),
             ),
             descriptor: Some(right.clone()),
+            frozen: None,
+            merged: Vec::new(),
         };
         let truncated_key = keys::raft_truncated_state_key(right.range_id);
         let replica_key = keys::raft_replica_id_key(right.range_id);
@@ -320,12 +371,91 @@ impl StateMachine {
             return None;
         };
         let current = self.state.descriptor.as_ref()?;
+        if let Some(into) = &self.state.frozen {
+            return Some(format!("{current} is frozen for a merge into {into}"));
+        }
         let fits = current.range_id == left.range_id
             && current.generation + 1 == left.generation
             && current.replicas == left.replicas;
         (!fits).then(|| {
             format!("split into {left} evaluated against an older descriptor than {current}")
         })
+    }
+
+    /// Why a merge or freeze command no longer fits the range, if it does not. A merge
+    /// was evaluated against the left-hand descriptor of `left_generation`; any change
+    /// since (a split, a replica change, or the generation bump with which the frozen
+    /// side abandons a merge, see `ResolveMerge`) refuses it. A frozen range merges
+    /// nothing, since its own merge into its left-hand neighbour was evaluated against
+    /// its keys as they were frozen. A range frozen for one merge is not frozen for
+    /// another.
+    fn refused_merge(&self, cmd: &super::RaftCommand) -> Option<String> {
+        let current = self.state.descriptor.as_ref()?;
+        if let Some(m) = &cmd.merge {
+            if let Some(into) = &self.state.frozen {
+                return Some(format!("{current} is frozen for a merge into {into}"));
+            }
+            let merged = cmd.new_descriptor.as_ref()?;
+            let fits = current.generation == m.left_generation
+                && current.end_key == m.right.start_key
+                && current.replicas == merged.replicas;
+            if !fits {
+                return Some(format!(
+                    "merge of {} evaluated against generation {} of {current}, now at {}",
+                    m.right, m.left_generation, current.generation
+                ));
+            }
+        }
+        if let Some(super::MergeStep::Refuse(_)) = &cmd.merge_step
+            && let Some(into) = &self.state.frozen
+        {
+            return Some(format!("{current} is frozen for a merge into {into}"));
+        }
+        if let Some(super::MergeStep::Freeze(left)) = &cmd.merge_step {
+            if let Some(into) = &self.state.frozen
+                && into.range_id != left.range_id
+            {
+                return Some(format!("{current} is already frozen for {into}"));
+            }
+            if left.end_key != current.start_key {
+                return Some(format!(
+                    "{left} is not the left-hand neighbour of {current}"
+                ));
+            }
+        }
+        None
+    }
+
+    /// Writes what a merge does to the store beside the merged descriptor: the
+    /// right-hand range's descriptor (and, in the meta range, its meta entry at the
+    /// left-hand range's old end) are deleted, and its Raft state with them; a
+    /// tombstone keeps messages to it from bringing it back.
+    fn merge_right(
+        &self,
+        batch: &mut WriteBatch,
+        merged: &RangeDescriptor,
+        right: &RangeDescriptor,
+    ) -> io::Result<()> {
+        batch.delete(
+            Space::Data,
+            meta_key(&keys::range_descriptor_key(&right.start_key)),
+        );
+        let old_entry = keys::meta_key(&right.start_key);
+        if merged.contains_key(&old_entry) {
+            batch.delete(Space::Data, meta_key(&old_entry));
+        }
+        batch.delete_range(
+            Space::Raft,
+            keys::range_id_prefix(right.range_id),
+            keys::range_id_prefix_end(right.range_id),
+        );
+        let tombstone = keys::range_tombstone_key(right.range_id);
+        batch.put(
+            Space::Raft,
+            tombstone.clone(),
+            encode(&tombstone, &u64::MAX)?,
+        );
+        Ok(())
     }
 
     fn snapshot_now(&self) -> SnapshotOf<TypeConfig, SnapshotData> {
@@ -337,6 +467,8 @@ impl StateMachine {
             snapshot: SnapshotData::Outgoing {
                 reader: self.engine.snapshot(),
                 descriptor: self.state.descriptor.clone(),
+                frozen: self.state.frozen.clone(),
+                merged: self.state.merged.clone(),
             },
         }
     }
@@ -373,12 +505,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut replies = Vec::new();
         let mut rejected = Vec::new();
         let mut splits = Vec::new();
+        let mut merges = Vec::new();
+        // Freezes and merges are written synced: a merge takes the frozen range's data
+        // as it is in the store, and drops the log that could rebuild it.
+        let mut sync = false;
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
+            let mut was_merged = false;
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(cmd) => {
-                    if let Some(why) = self.stale_split(&cmd) {
+                    if let Some(why) = self.stale_split(&cmd).or_else(|| self.refused_merge(&cmd)) {
                         tracing::info!(range = %self.range_id, index = log_id.index, %why, "split rejected at apply");
                         self.state.applied = Some(log_id);
                         if let Some(r) = responder {
@@ -389,9 +526,48 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     if let Some(h) = cmd.lease_handoff {
                         *self.shared.handoff.lock() = Some(h);
                     }
+                    match &cmd.merge_step {
+                        Some(super::MergeStep::Freeze(left)) => {
+                            self.state.frozen = Some(left.clone());
+                            sync = true;
+                        }
+                        Some(super::MergeStep::Lift(left))
+                            if self
+                                .state
+                                .frozen
+                                .as_ref()
+                                .is_some_and(|f| f.range_id == *left) =>
+                        {
+                            self.state.frozen = None;
+                        }
+                        Some(super::MergeStep::Refuse(right)) => {
+                            was_merged = self.state.merged.contains(right);
+                            if let Some(desc) = &self.state.descriptor {
+                                let bumped = RangeDescriptor {
+                                    generation: desc.generation + 1,
+                                    ..desc.clone()
+                                };
+                                write_descriptor(&mut batch, &bumped, &bumped)?;
+                                self.state.descriptor = Some(bumped);
+                            }
+                        }
+                        Some(super::MergeStep::Lift(_)) | None => {}
+                    }
                     batch.append(cmd.batch);
                     if let Some(desc) = cmd.new_descriptor {
                         write_descriptor(&mut batch, &desc, &desc)?;
+                        if let Some(m) = cmd.merge {
+                            self.merge_right(&mut batch, &desc, &m.right)?;
+                            sync = true;
+                            self.state.merged.push(m.right.range_id);
+                            let excess = self.state.merged.len().saturating_sub(MERGED_KEPT);
+                            self.state.merged.drain(..excess);
+                            merges.push(StoreEvent::MergeApplied {
+                                left: self.range_id,
+                                right: m.right,
+                                freeze_index: m.freeze_index,
+                            });
+                        }
                         if let Some(split) = cmd.split {
                             write_descriptor(&mut batch, &split.right, &desc)?;
                             if let Some(created) = self.create_right(&mut batch, &split.right)? {
@@ -412,37 +588,42 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             self.state.applied = Some(log_id);
             if let Some(r) = responder {
-                replies.push((r, log_id.index));
+                replies.push((r, log_id.index, was_merged));
             }
         }
         self.put_applied_state(&mut batch)?;
-        // Not synced: the log is durable, and a crash replays what was lost from it.
-        self.engine.write(batch, false).map_err(storage)?;
+        // Not synced (but for freezes and merges): the log is durable, and a crash
+        // replays what was lost from it.
+        self.engine.write(batch, sync).map_err(storage)?;
         // The new ranges claim their keys before the left-hand descriptor gives them up,
         // so the store never sees them unowned (see `Store::overlapping_replica`).
         for event in &splits {
-            let StoreEvent::SplitApplied { right, .. } = event;
-            self.shared.unstarted.write().push(right.clone());
+            if let StoreEvent::SplitApplied { right, .. } = event {
+                self.shared.unstarted.write().push(right.clone());
+            }
         }
         self.shared
             .publish(&self.state.descriptor, &self.state.applied);
-        for event in splits {
+        self.shared.publish_frozen(&self.state.frozen);
+        for event in splits.into_iter().chain(merges) {
             if let Some(events) = &self.shared.events {
                 // The store starts the new replica; if it is gone (shutting down), the
                 // replica starts from disk with the store next time.
                 let _ = events.send(event);
             }
         }
-        for (r, applied_index) in replies {
+        for (r, applied_index, merged) in replies {
             r.send(CommandResult {
                 applied_index,
                 rejected: None,
+                merged,
             });
         }
         for (r, applied_index, why) in rejected {
             r.send(CommandResult {
                 applied_index,
                 rejected: Some(why),
+                merged: false,
             });
         }
         Ok(())
@@ -457,7 +638,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMetaOf<TypeConfig>,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        let SnapshotData::Incoming { descriptor, kvs } = snapshot else {
+        let SnapshotData::Incoming {
+            descriptor,
+            frozen,
+            merged,
+            kvs,
+        } = snapshot
+        else {
             return Err(io::Error::other("asked to install an outgoing snapshot"));
         };
         if descriptor.range_id != self.range_id {
@@ -482,12 +669,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             descriptor: Some(descriptor),
+            frozen,
+            merged,
         };
         self.put_applied_state(&mut batch)?;
         // Synced: openraft purges the log up to the snapshot once this returns.
         self.engine.write(batch, true).map_err(storage)?;
         self.shared
             .publish(&self.state.descriptor, &self.state.applied);
+        self.shared.publish_frozen(&self.state.frozen);
         self.shared
             .snapshots_installed
             .fetch_add(1, Ordering::Relaxed);

@@ -31,7 +31,10 @@ pub(crate) async fn connect(c: &Cluster, i: usize) -> tokio_postgres::Client {
 }
 
 /// (range id, leaseholder) of each range of `table`.
-async fn ranges_of(client: &tokio_postgres::Client, table: &str) -> Vec<(i64, Option<i64>)> {
+pub(crate) async fn ranges_of(
+    client: &tokio_postgres::Client,
+    table: &str,
+) -> Vec<(i64, Option<i64>)> {
     client
         .query(&format!("SHOW RANGES FROM TABLE {table}"), &[])
         .await
@@ -144,6 +147,46 @@ impl Writers {
     }
 }
 
+/// Stops the writers and the readers; checks that no client saw an error (during
+/// `what`) and that the readers finished more than a few transactions. Returns every
+/// key acknowledged.
+pub(crate) async fn finish_load(
+    load: Writers,
+    readers: Vec<tokio::task::JoinHandle<u64>>,
+    what: &str,
+) -> BTreeSet<i64> {
+    let errors = load.errors.clone();
+    let want = load.finish().await;
+    let mut reads = 0;
+    for t in readers {
+        reads += t.await.expect("reader");
+    }
+    let errors = errors.lock().clone();
+    assert!(
+        errors.is_empty(),
+        "clients saw errors during {what}: {errors:#?}"
+    );
+    assert!(reads > 10, "only {reads} transactional reads finished");
+    want
+}
+
+/// A 3-node cluster whose ranges split at 32 KiB, with an empty table `kv (k INT8
+/// PRIMARY KEY, v TEXT)`, and a SQL connection to node 1.
+pub(crate) async fn small_ranges_with_kv() -> (Cluster, tokio_postgres::Client) {
+    let c = Cluster::start_configured(3, |config| {
+        config
+            .setting_defaults
+            .push((cairn_range::settings::RANGE_MAX_BYTES, 32 << 10));
+    })
+    .await;
+    let admin = connect(&c, 1).await;
+    admin
+        .batch_execute("CREATE TABLE kv (k INT8 PRIMARY KEY, v TEXT)")
+        .await
+        .expect("create");
+    (c, admin)
+}
+
 /// Table `kv` holds every acknowledged row once, and nothing else.
 pub(crate) async fn assert_rows(client: &tokio_postgres::Client, want: &BTreeSet<i64>) {
     let got: Vec<i64> = client
@@ -160,7 +203,7 @@ pub(crate) async fn assert_rows(client: &tokio_postgres::Client, want: &BTreeSet
 
 /// Reads, in a transaction, how many rows writer `w` has: never fewer than it had
 /// acknowledged before the transaction began. Serialization failures are retried.
-fn spawn_reader(
+pub(crate) fn spawn_reader(
     client: tokio_postgres::Client,
     writers: i64,
     acked: Arc<Mutex<Vec<BTreeSet<i64>>>>,
@@ -216,13 +259,7 @@ fn spawn_reader(
 /// range agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn table_splits_by_size_under_load_without_client_errors() {
-    let c = Cluster::start_configured(3, |config| {
-        config
-            .setting_defaults
-            .push((cairn_range::settings::RANGE_MAX_BYTES, 32 << 10));
-    })
-    .await;
-    let admin = connect(&c, 1).await;
+    let (c, admin) = small_ranges_with_kv().await;
     let shown: String = admin
         .query_one("SHOW CLUSTER SETTING kv.range.max_bytes", &[])
         .await
@@ -230,9 +267,7 @@ async fn table_splits_by_size_under_load_without_client_errors() {
         .get(0);
     assert_eq!(shown, (32 << 10).to_string());
     admin
-        .batch_execute(
-            "CREATE TABLE other (k INT8 PRIMARY KEY); CREATE TABLE kv (k INT8 PRIMARY KEY, v TEXT)",
-        )
+        .batch_execute("CREATE TABLE other (k INT8 PRIMARY KEY)")
         .await
         .expect("create");
     // Each table has its own range.
@@ -272,17 +307,7 @@ async fn table_splits_by_size_under_load_without_client_errors() {
     .await;
     // Keep the load on a little longer, across the splits still going on.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let want = load.finish().await;
-    let mut reads = 0;
-    for t in reader_tasks {
-        reads += t.await.expect("reader");
-    }
-    let errors = errors.lock().clone();
-    assert!(
-        errors.is_empty(),
-        "clients saw errors during splits: {errors:#?}"
-    );
-    assert!(reads > 10, "only {reads} transactional reads finished");
+    let want = finish_load(load, reader_tasks, "splits").await;
 
     assert_rows(&admin, &want).await;
 

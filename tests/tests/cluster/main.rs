@@ -5,6 +5,7 @@ mod bank;
 mod http;
 mod linearizability;
 mod list_append;
+mod merges;
 mod processes;
 mod rebalance;
 mod replication;

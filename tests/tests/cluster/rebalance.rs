@@ -253,17 +253,7 @@ async fn a_transferred_lease_starts_where_the_old_one_stopped() {
 /// every range agree, the restarted node's included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn splits_race_lease_moves_and_a_node_restart() {
-    let mut c = Cluster::start_configured(3, |config| {
-        config
-            .setting_defaults
-            .push((cairn_range::settings::RANGE_MAX_BYTES, 32 << 10));
-    })
-    .await;
-    let admin = connect(&c, 1).await;
-    admin
-        .batch_execute("CREATE TABLE kv (k INT8 PRIMARY KEY, v TEXT)")
-        .await
-        .expect("create");
+    let (mut c, admin) = crate::autosplit::small_ranges_with_kv().await;
     let load = Writers::start_on(&c, 4, &[1, 2]).await;
     let errors = load.errors.clone();
     let mut rng = cairn_tests::Rng::new(7);
