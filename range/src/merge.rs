@@ -31,7 +31,13 @@
 //!    sends `ResolveMerge` to L: L replicates a `Refuse`, which moves
 //!    its descriptor to a new generation (so a merge proposed before is refused when
 //!    applied) and answers whether it merged R already. If it did not, R lifts its
-//!    freeze. L's log orders the merge and the refusal, so exactly one of the two wins.
+//!    freeze (the lift names the freeze, so a late one leaves a newer attempt's freeze
+//!    alone). L's log orders the merge and the refusal, so exactly one of the two wins.
+//!
+//! R's replicas do not change while it is frozen: `Subsume` and the replicate queue
+//! share a lock, and the queue leaves frozen ranges alone. L's lease floor moves up to
+//! R's freeze time, so values R wrote under another node's clock count as uncertain
+//! to transactions that observed L's node before.
 //!
 //! A replica of L that gets a snapshot of the merged range replaces its store's frozen
 //! replica of R (see `Store::handle_raft`); a replica of a merged range on a store
@@ -201,6 +207,12 @@ impl Replica {
             .await
             .map_err(|_| refused(range_id, "requests did not drain in time".into()))?;
         self.check_lease(&desc, lease_term)?;
+        // No replica change is under way, and none starts until the freeze is applied
+        // (the replicate queue leaves a frozen range alone).
+        let _no_changes = self
+            .replica_changes
+            .try_lock()
+            .map_err(|_| refused(range_id, format!("the replicas of {desc} are changing")))?;
         // Every replica must be up and caught up: the merge waits for each to apply the
         // freeze, and the range serves nothing meanwhile.
         let status = self.status();
@@ -346,7 +358,8 @@ impl Replica {
         }
         self.wait_frozen_everywhere(&right, freeze_index, deadline)
             .await?;
-        // Writes to the neighbour's keys land above everything it served.
+        // Writes to the neighbour's keys land above everything it served, and reads
+        // here treat what it wrote as uncertain as far as it might be.
         let _ = self.clock.update(freeze_ts);
         let mut covered = vec![
             (right.span(), freeze_ts),
@@ -356,7 +369,7 @@ impl Replica {
             ),
         ];
         covered.extend(reads);
-        self.record_foreign_reads(&covered);
+        self.take_over_reads(freeze_ts, &covered);
         self.check_lease(desc, lease_term)?;
 
         let merged = RangeDescriptor {
@@ -510,7 +523,7 @@ impl Replica {
             }
             [Response::ResolveMerge { merged: false }] => {
                 let lift = RaftCommand {
-                    merge_step: Some(MergeStep::Lift(into.range_id)),
+                    merge_step: Some(MergeStep::Lift(into.clone())),
                     ..RaftCommand::default()
                 };
                 tokio::time::timeout(self.request_timeout, self.group().propose(lift))

@@ -90,6 +90,9 @@ pub struct Replica {
     lease_retired: std::sync::atomic::AtomicU64,
     /// How a merge asks the right-hand range's replicas how far they applied.
     pub(crate) transport: Arc<dyn crate::raft::RaftTransport>,
+    /// Held while the replicate queue changes the range's replicas, and while the range
+    /// is being frozen for a merge: a frozen range's replicas do not change.
+    pub(crate) replica_changes: tokio::sync::Mutex<()>,
 }
 
 impl Replica {
@@ -127,6 +130,7 @@ impl Replica {
             meta_dirty: std::sync::atomic::AtomicBool::new(true),
             lease_retired: std::sync::atomic::AtomicU64::new(0),
             transport,
+            replica_changes: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -619,8 +623,8 @@ impl Replica {
     }
 
     /// After a failed transfer, while still leading `term`: takes the handoff back in the
-    /// log (so that `to`, should it win the next term after all, starts a fresh lease),
-    /// then serves again. The leader may refuse the proposal for a while (its lease not
+    /// log (naming no replica, so that whoever wins the next term, `to` or this one,
+    /// starts a fresh lease above everything served in this one), then serves again. The leader may refuse the proposal for a while (its lease not
     /// yet renewed); if it keeps refusing, leadership is handed on regardless, since a
     /// leader that may not serve in its term must end it (openraft then stops its
     /// heartbeats, and an election follows).
@@ -630,7 +634,7 @@ impl Replica {
             let cancel = RaftCommand {
                 lease_handoff: Some(crate::raft::LeaseHandoff {
                     term,
-                    to: self.replica_id(),
+                    to: ReplicaId(0),
                     start: self.clock.now(),
                     reads: Vec::new(),
                 }),
@@ -667,12 +671,16 @@ impl Replica {
         }
     }
 
-    /// Records reads served elsewhere (by a range this one merged) in the timestamp
-    /// cache, so no write here lands under them.
-    pub(crate) fn record_foreign_reads(&self, reads: &[(Span, Timestamp)]) {
-        let mut cache = self.tscache();
+    /// Takes over what another leaseholder served up to `until` (the range this one is
+    /// merging, frozen then): its reads go into the timestamp cache, so no write here
+    /// lands under them, and the lease's floor moves up to `until`, so a value that
+    /// leaseholder wrote (on another node, under a clock reading a transaction did not
+    /// observe) counts as uncertain to reads here, whatever this node's reading.
+    pub(crate) fn take_over_reads(&self, until: Timestamp, reads: &[(Span, Timestamp)]) {
+        let mut lease = self.lease_state();
+        lease.floor = lease.floor.max(until);
         for (span, ts) in reads {
-            cache.add(span, *ts, None);
+            lease.cache.add(span, *ts, None);
         }
     }
 

@@ -363,6 +363,12 @@ impl Store {
                 replica.meta_dirty.store(true, Ordering::Relaxed);
                 tracing::warn!(range = %desc, error = %e, "could not write the range's meta entry; will retry");
             }
+            // A frozen range neither splits nor merges: it waits for its merge, and
+            // asks after it if that takes too long.
+            if replica.frozen_for().is_some() {
+                self.maybe_merge(&replica, &desc, config).await;
+                continue;
+            }
             let Some((key, reason)) = self.split_key_for(&replica, &desc, config).await else {
                 if let Some(merged) = self.maybe_merge(&replica, &desc, config).await {
                     done.push((merged, SplitReason::Merge));

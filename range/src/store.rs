@@ -246,14 +246,19 @@ impl Store {
 
     /// Checks that a snapshot of `desc` may land: no other replica of this store holds
     /// its keys, but for replicas of ranges frozen for a merge into `desc`'s range that
-    /// the snapshot covers. Those the snapshot shows merged: they are retired (their
-    /// keys are then cleared and rewritten by the snapshot).
-    async fn make_room_for_snapshot(&self, desc: &RangeDescriptor) -> Result<(), String> {
+    /// the snapshot shows merged (it covers them, or lists them among the ranges it
+    /// merged; it may have split again since). Those are retired (the snapshot's keys
+    /// are then cleared and rewritten by it).
+    async fn make_room_for_snapshot(
+        &self,
+        desc: &RangeDescriptor,
+        merged: &[RangeId],
+    ) -> Result<(), String> {
         for other in self.claims_overlapping(desc) {
             let merged = self.replica(other.range_id).filter(|r| {
                 r.descriptor().as_ref() == Some(&other)
                     && r.frozen_for().is_some_and(|l| l.range_id == desc.range_id)
-                    && desc.contains_span(&other.span())
+                    && (desc.contains_span(&other.span()) || merged.contains(&other.range_id))
             });
             match merged {
                 Some(_) => self.retire_merged(desc.range_id, &other, 0).await,
@@ -535,7 +540,8 @@ impl Store {
         if let RaftRequest::Snapshot(chunk) = &msg.body
             && let Some(header) = &chunk.header
         {
-            self.make_room_for_snapshot(&header.descriptor).await?;
+            self.make_room_for_snapshot(&header.descriptor, &header.merged)
+                .await?;
         }
         replica.group().handle(msg.body).await
     }
@@ -707,6 +713,12 @@ impl Store {
         action: &Action,
         view: &ClusterView,
     ) -> Result<(), GroupError> {
+        let _changing = replica.replica_changes.lock().await;
+        if let Some(into) = replica.frozen_for() {
+            return Err(GroupError::Membership(format!(
+                "{desc} is frozen for a merge into {into}"
+            )));
+        }
         let group = replica.group();
         let mut voters: BTreeSet<ReplicaId> = desc.voters().map(|r| r.replica_id).collect();
         match action {
@@ -867,7 +879,15 @@ impl Store {
                     let same = self
                         .replica(local.range_id)
                         .is_some_and(|r| Arc::ptr_eq(&r, &replica));
-                    if !same || self.overlapping_replica(&local).is_some() {
+                    // Other replicas here may hold some of its keys: a removed replica
+                    // that missed splits (left until the others' snapshots land), or a
+                    // frozen one whose merge this store took by snapshot (destroyed
+                    // now; only the keys nobody here holds go with it).
+                    let merged_here = replica.frozen_for().is_some_and(|into| {
+                        self.replica(into.range_id)
+                            .is_some_and(|l| l.shared().has_merged(local.range_id))
+                    });
+                    if !same || (self.overlapping_replica(&local).is_some() && !merged_here) {
                         continue;
                     }
                     tracing::info!(node = %self.config.node_id, range = %local, %current, "replica was removed from its range; destroying it");
@@ -930,7 +950,12 @@ impl Store {
     /// Returns the descriptor that shows it, for the log.
     fn left_over_from_merge(&self, replica: &Replica) -> Option<RangeDescriptor> {
         match replica.frozen_for() {
-            Some(into) => self.replica(into.range_id).is_none().then_some(into),
+            Some(into) => match self.replica(into.range_id) {
+                None => Some(into),
+                // It merged this range (by a snapshot that skipped the merge entry).
+                Some(l) if l.shared().has_merged(replica.range_id()) => Some(into),
+                Some(_) => None,
+            },
             None => replica.descriptor(),
         }
     }

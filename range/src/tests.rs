@@ -337,3 +337,26 @@ async fn keys_outside_the_range_get_the_current_descriptor() {
     let got = c.send(vec![get("a")]).await.unwrap();
     assert_eq!(value(&got[0]).as_deref(), Some("1"));
 }
+
+/// A range taking over another's keys in a merge counts what that range wrote before its
+/// freeze as uncertain, whatever clock reading a transaction observed on this node
+/// before: the writes were made under another node's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_over_a_merged_range_raises_the_local_uncertainty_limit() {
+    let c = Cluster::new(1).await;
+    c.store(1).bootstrap().await.unwrap();
+    c.send(vec![put("a", "1")]).await.unwrap();
+    // Let the new lease's own floor (max_offset past its start) fall behind the clock.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let replica = c.store(1).replica(RangeId(1)).unwrap();
+    let observed = c.store(1).clock().now();
+    let frozen_at = observed.add_duration(Duration::from_millis(300));
+    let header = api::Header {
+        uncertainty_limit: observed.add_duration(Duration::from_millis(500)),
+        observed: vec![(NodeId(1), observed)],
+        ..api::Header::default()
+    };
+    assert!(replica.uncertainty_limit(&header) < frozen_at);
+    replica.take_over_reads(frozen_at, &[]);
+    assert!(replica.uncertainty_limit(&header) >= frozen_at);
+}

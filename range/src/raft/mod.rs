@@ -104,9 +104,10 @@ pub enum MergeStep {
     /// On the right-hand range: stop serving, for `left` (as it was when it asked) to
     /// take over the keys.
     Freeze(RangeDescriptor),
-    /// On the right-hand range: the merge into the left-hand range of this id was
-    /// abandoned; serve again.
-    Lift(cairn_kv::RangeId),
+    /// On the right-hand range: the merge into this left-hand range (as the freeze
+    /// named it) was abandoned; serve again. A later freeze for another attempt (which
+    /// names the left-hand range at a newer generation) stays.
+    Lift(RangeDescriptor),
     /// On the left-hand range: refuse any merge of the right-hand range of this id
     /// proposed before (by moving the descriptor to a new generation), and answer
     /// whether one was applied.

@@ -75,6 +75,8 @@ pub struct ReplicaShared {
     frozen: RwLock<Option<(RangeDescriptor, std::time::Instant)>>,
     /// Set once the store has retired this replica because its range was merged.
     merged: std::sync::atomic::AtomicBool,
+    /// The ranges this range merged most recently (see `AppliedState::merged`).
+    merged_ranges: RwLock<Vec<RangeId>>,
     /// The last lease handoff applied (see [`super::LeaseHandoff`]).
     handoff: parking_lot::Mutex<Option<super::LeaseHandoff>>,
     /// Where the state machine reports what its store must act on (none in tests that
@@ -120,8 +122,21 @@ impl ReplicaShared {
         self.merged.load(Ordering::Acquire)
     }
 
+    /// Whether this range has merged the range `right` (recently: see
+    /// [`MERGED_KEPT`]).
+    pub fn has_merged(&self, right: RangeId) -> bool {
+        self.merged_ranges.read().contains(&right)
+    }
+
     pub(crate) fn set_merged(&self) {
         self.merged.store(true, Ordering::Release);
+    }
+
+    fn publish_merged(&self, merged: &[RangeId]) {
+        let mut guard = self.merged_ranges.write();
+        if guard.as_slice() != merged {
+            *guard = merged.to_vec();
+        }
     }
 
     fn publish_frozen(&self, frozen: &Option<RangeDescriptor>) {
@@ -275,6 +290,7 @@ impl StateMachine {
         };
         shared.publish(&state.descriptor, &state.applied);
         shared.publish_frozen(&state.frozen);
+        shared.publish_merged(&state.merged);
         Ok(StateMachine {
             range_id,
             replica_id,
@@ -532,11 +548,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             sync = true;
                         }
                         Some(super::MergeStep::Lift(left))
-                            if self
-                                .state
-                                .frozen
-                                .as_ref()
-                                .is_some_and(|f| f.range_id == *left) =>
+                            if self.state.frozen.as_ref() == Some(left) =>
                         {
                             self.state.frozen = None;
                         }
@@ -605,6 +617,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.shared
             .publish(&self.state.descriptor, &self.state.applied);
         self.shared.publish_frozen(&self.state.frozen);
+        self.shared.publish_merged(&self.state.merged);
         for event in splits.into_iter().chain(merges) {
             if let Some(events) = &self.shared.events {
                 // The store starts the new replica; if it is gone (shutting down), the
@@ -678,6 +691,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.shared
             .publish(&self.state.descriptor, &self.state.applied);
         self.shared.publish_frozen(&self.state.frozen);
+        self.shared.publish_merged(&self.state.merged);
         self.shared
             .snapshots_installed
             .fetch_add(1, Ordering::Relaxed);
