@@ -123,7 +123,7 @@ impl ReplicaShared {
     }
 
     /// Whether this range has merged the range `right` (recently: see
-    /// [`MERGED_KEPT`]).
+    /// `MERGED_KEPT`).
     pub fn has_merged(&self, right: RangeId) -> bool {
         self.merged_ranges.read().contains(&right)
     }
