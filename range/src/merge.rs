@@ -67,6 +67,20 @@ pub const LOAD_SPLIT_STICKY: Duration = Duration::from_secs(300);
 /// How long the merge queue leaves a range alone after its neighbour refused to merge.
 const MERGE_RETRY: Duration = Duration::from_secs(3);
 
+/// How long a range about to freeze waits for its followers to catch up, before it
+/// takes its latches, and then again while it holds them.
+const CATCH_UP_WAIT: Duration = Duration::from_millis(500);
+const LATCHED_CATCH_UP_WAIT: Duration = Duration::from_millis(100);
+
+/// The nodes of the replicas of `desc` that are not up to date with its leader.
+fn behind(desc: &RangeDescriptor, status: &crate::raft::GroupStatus) -> Vec<cairn_kv::NodeId> {
+    desc.replicas
+        .iter()
+        .filter(|r| r.replica_id != status.replica_id && !status.caught_up.contains(&r.replica_id))
+        .map(|r| r.node_id)
+        .collect()
+}
+
 /// How small and cold a right-hand neighbour must be to be merged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MergeLimits {
@@ -134,6 +148,31 @@ impl Replica {
         }
     }
 
+    /// Waits up to `wait` until every replica of `desc` is up to date with this leader;
+    /// refuses the merge if one is not.
+    async fn wait_caught_up(
+        &self,
+        desc: &RangeDescriptor,
+        wait: Duration,
+    ) -> Result<(), api::Error> {
+        let caught_up = self
+            .group()
+            .wait_for(wait, "replicas caught up for a freeze", |s| {
+                behind(desc, s).is_empty()
+            })
+            .await;
+        if caught_up {
+            return Ok(());
+        }
+        Err(refused(
+            self.range_id,
+            format!(
+                "the replicas of {desc} on {:?} are not caught up",
+                behind(desc, &self.status())
+            ),
+        ))
+    }
+
     /// The error for a request that met the range frozen or merged: its sender looks
     /// the range up again and retries.
     pub(crate) fn merged_away(&self, desc: &RangeDescriptor) -> api::Error {
@@ -193,6 +232,10 @@ impl Replica {
         }
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let lease_term = self.hold_lease(&desc, deadline).await?;
+        // Every replica must be up and caught up: the merge waits for each to apply the
+        // freeze, and the range serves nothing meanwhile. A follower that is down (or
+        // far behind) refuses the merge here, before any request waits for it.
+        self.wait_caught_up(&desc, CATCH_UP_WAIT).await?;
         let everything = vec![
             LatchSpan {
                 span: desc.span(),
@@ -213,23 +256,9 @@ impl Replica {
             .replica_changes
             .try_lock()
             .map_err(|_| refused(range_id, format!("the replicas of {desc} are changing")))?;
-        // Every replica must be up and caught up: the merge waits for each to apply the
-        // freeze, and the range serves nothing meanwhile.
-        let status = self.status();
-        let behind: Vec<_> = desc
-            .replicas
-            .iter()
-            .filter(|r| {
-                r.replica_id != status.replica_id && !status.caught_up.contains(&r.replica_id)
-            })
-            .map(|r| r.node_id)
-            .collect();
-        if !behind.is_empty() {
-            return Err(refused(
-                range_id,
-                format!("the replicas of {desc} on {behind:?} are not caught up"),
-            ));
-        }
+        // Every replica must still be caught up, now that nothing new is proposed (a
+        // write that held its latches until now may have left them an entry behind).
+        self.wait_caught_up(&desc, LATCHED_CATCH_UP_WAIT).await?;
         let freeze = RaftCommand {
             merge_step: Some(MergeStep::Freeze(left.clone())),
             ..RaftCommand::default()
