@@ -553,7 +553,15 @@ impl Node {
         let Some(running) = self.running.read().clone() else {
             return;
         };
-        let replicas = running.store.replicas();
+        // Replicas that hold a range: one that never received its first snapshot (a
+        // learner whose add was abandoned, or created by a stray message) holds nothing,
+        // and must not keep a decommission waiting.
+        let replicas: Vec<_> = running
+            .store
+            .replicas()
+            .into_iter()
+            .filter(|r| r.descriptor().is_some())
+            .collect();
         let leases = replicas.iter().filter(|r| r.group().is_leader()).count();
         let record = LivenessRecord {
             node_id: running.node_id,
