@@ -431,6 +431,9 @@ impl Replica {
                 }
             }
         }
+        self.metrics
+            .merges
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(node = %self.node_id, %merged, %right, "ranges merged");
         // Both ranges' sizes count now: measure again.
         self.load.lock().forget_size();

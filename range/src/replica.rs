@@ -93,6 +93,8 @@ pub struct Replica {
     /// Held while the replicate queue changes the range's replicas, and while the range
     /// is being frozen for a merge: a frozen range's replicas do not change.
     pub(crate) replica_changes: tokio::sync::Mutex<()>,
+    /// The store's event counts.
+    pub(crate) metrics: Arc<crate::store::StoreMetrics>,
 }
 
 impl Replica {
@@ -107,6 +109,7 @@ impl Replica {
         cluster: ClusterSender,
         siblings: Weak<RwLock<HashMap<RangeId, Arc<Replica>>>>,
         transport: Arc<dyn crate::raft::RaftTransport>,
+        metrics: Arc<crate::store::StoreMetrics>,
     ) -> Self {
         Replica {
             range_id: group.range_id(),
@@ -131,6 +134,7 @@ impl Replica {
             lease_retired: std::sync::atomic::AtomicU64::new(0),
             transport,
             replica_changes: tokio::sync::Mutex::new(()),
+            metrics,
         }
     }
 
@@ -145,6 +149,10 @@ impl Replica {
                 let Some(replica) = me.upgrade() else {
                     return;
                 };
+                replica
+                    .metrics
+                    .leader_changes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // Once the new term's first entry is applied, so is any handoff of the
                 // lease to this replica before it (see `transfer_lease`).
                 let applied =

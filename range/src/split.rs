@@ -164,6 +164,9 @@ impl Replica {
             }
         }
         drop(latches);
+        self.metrics
+            .splits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(node = %self.node_id, %left, %right, "range split");
 
         if !left.contains_key(&keys::meta_key(&right.end_key)) {

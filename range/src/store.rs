@@ -10,7 +10,7 @@
 //! store's old replica was removed from the range and is replaced.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -84,6 +84,7 @@ pub struct Store {
     /// Routes batches to any range of the cluster (the node's DistSender), for what a
     /// replica must ask of other ranges: new range ids and meta entries for splits.
     cluster: ClusterSender,
+    metrics: Arc<StoreMetrics>,
 }
 
 /// Clears a left-hand replica's claim on a new range's keys when dropped.
@@ -95,6 +96,17 @@ impl Drop for ClaimCleared {
             left.split_started(self.1);
         }
     }
+}
+
+/// Counts of events on a store's replicas, for the node's `/metrics`.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    /// Splits this store's replicas made (as leaseholders of the range split).
+    pub splits: AtomicU64,
+    /// Merges this store's replicas made (as leaseholders of the left-hand range).
+    pub merges: AtomicU64,
+    /// Times a replica of this store became its range's Raft leader.
+    pub leader_changes: AtomicU64,
 }
 
 /// The replicas of a store by range id.
@@ -130,6 +142,7 @@ impl Store {
             gc_checked: parking_lot::Mutex::new(HashMap::new()),
             liveness: OnceLock::new(),
             cluster: Arc::new(OnceLock::new()),
+            metrics: Arc::new(StoreMetrics::default()),
         });
         tokio::spawn(Store::handle_events(Arc::downgrade(&store), events_rx));
         let held = store.held_replicas()?;
@@ -147,6 +160,11 @@ impl Store {
 
     pub fn node_id(&self) -> NodeId {
         self.config.node_id
+    }
+
+    /// Counts of events on this store's replicas.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
     }
 
     /// Installs the sender replicas use to reach other ranges (once; later calls are
@@ -342,6 +360,7 @@ impl Store {
             self.cluster.clone(),
             Arc::downgrade(&self.replicas),
             self.transport.clone(),
+            self.metrics.clone(),
         ));
         replica.watch_leases();
         self.replicas.write().insert(range_id, replica.clone());

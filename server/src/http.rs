@@ -5,6 +5,8 @@
 //!   decommissioning), and the replicas and leases it holds.
 //! - `GET /_status/ranges`: every range of the meta range, with its replicas, its
 //!   leaseholder, and the leaseholder's applied index, size estimate and QPS.
+//! - `GET /metrics`: this node's metrics in the Prometheus text format (see
+//!   [`crate::metrics`]).
 
 use std::sync::{Arc, Weak};
 
@@ -27,6 +29,7 @@ pub async fn serve(listener: TcpListener, node: Weak<Node>) {
         .route("/health", get(health))
         .route("/_status/nodes", get(nodes))
         .route("/_status/ranges", get(ranges))
+        .route("/metrics", get(metrics))
         .with_state(node);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "http server stopped");
@@ -45,6 +48,19 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
         Some(n) if n.is_serving() => (StatusCode::OK, "ok\n"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "not serving\n"),
     }
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, (StatusCode, String)> {
+    let n = node(&state)?;
+    let text = crate::metrics::render(&n)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
 }
 
 #[derive(Serialize)]

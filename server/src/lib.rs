@@ -5,7 +5,8 @@
 //! - [`transport`]: one multiplexed connection per pair of nodes, HLC on every message,
 //!   the fault layer tests use.
 //! - [`node`]: a node's life: store, join or init, liveness, replicate queue.
-//! - [`http`]: `/health`, `/_status/nodes`, `/_status/ranges`.
+//! - [`http`]: `/health`, `/_status/nodes`, `/_status/ranges`, `/metrics`.
+//! - [`metrics`]: what `/metrics` reports.
 //! - [`wire`]: the Postgres wire protocol, one task per SQL connection.
 //! - [`cli`]: `cairn start`, `cairn init`, `cairn demo`, `cairn bench`, `cairn debug`.
 //! - [`bench`](mod@bench): closed-loop put benchmarks against Cairn and etcd.
@@ -14,6 +15,7 @@
 pub mod bench;
 pub mod cli;
 pub mod http;
+pub mod metrics;
 pub mod node;
 pub mod ranges;
 pub mod rpc;

@@ -105,3 +105,56 @@ async fn status_endpoints_describe_nodes_and_ranges() {
         "{ranges}"
     );
 }
+
+/// The value of the sample `name` (no labels) in a Prometheus text answer.
+fn sample(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{body}"))
+}
+
+/// `/metrics` answers every family on every node, at zero before its first event, and
+/// counts what happens: a split on the node that made it, leases and replicas where
+/// they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_report_every_family_and_count_splits() {
+    let c = Cluster::start(3).await;
+    c.put(1, b"k", b"v").await.unwrap();
+    let leader = c.leaseholder(cairn_kv::RangeId(1)).expect("a leaseholder");
+    let scrape = |i: usize| {
+        let http = c.node(i).http_addr().to_string();
+        tokio::task::spawn_blocking(move || http_get(&http, "/metrics"))
+    };
+    let families = [
+        "cairn_replicas",
+        "cairn_leaseholders",
+        "cairn_raft_follower_lag_entries",
+        "cairn_range_splits_total",
+        "cairn_range_merges_total",
+        "cairn_raft_leader_changes_total",
+    ];
+    for i in 1..=3 {
+        let (code, body) = scrape(i).await.expect("scrape");
+        assert_eq!(code, 200, "{body}");
+        for family in families {
+            sample(&body, family);
+        }
+        assert_eq!(sample(&body, "cairn_range_merges_total"), 0.0);
+        assert!(sample(&body, "cairn_replicas") >= 1.0, "n{i}:\n{body}");
+    }
+    let (_, before) = scrape(leader).await.expect("scrape");
+    assert!(sample(&before, "cairn_leaseholders") >= 1.0, "{before}");
+    assert!(
+        sample(&before, "cairn_raft_leader_changes_total") >= 1.0,
+        "{before}"
+    );
+
+    c.split(1, b"m").await.expect("split");
+    let (_, after) = scrape(leader).await.expect("scrape");
+    assert_eq!(
+        sample(&after, "cairn_range_splits_total"),
+        sample(&before, "cairn_range_splits_total") + 1.0,
+        "{after}"
+    );
+}
