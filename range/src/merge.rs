@@ -191,10 +191,7 @@ impl Replica {
         limits: Option<MergeLimits>,
     ) -> Result<Response, api::Error> {
         let range_id = self.range_id;
-        let desc = self.descriptor().ok_or(api::Error::RangeNotFound {
-            range_id,
-            node_id: self.node_id,
-        })?;
+        let desc = self.current_descriptor()?;
         if desc.start_key != left.end_key {
             return Err(refused(range_id, format!("{left} is not next to {desc}")));
         }
@@ -297,10 +294,7 @@ impl Replica {
         limits: Option<MergeLimits>,
     ) -> Result<RangeDescriptor, api::Error> {
         let range_id = self.range_id;
-        let desc = self.descriptor().ok_or(api::Error::RangeNotFound {
-            range_id,
-            node_id: self.node_id,
-        })?;
+        let desc = self.current_descriptor()?;
         if desc.end_key.as_slice() >= keys::KEY_MAX {
             return Err(api::Error::InvalidRequest(format!(
                 "{desc} is the last range: nothing to merge it with"
@@ -497,10 +491,7 @@ impl Replica {
             let lifted = self.resolve_freeze(Duration::ZERO).await?;
             return Ok(!lifted && self.shared().frozen().is_some());
         }
-        let desc = self.descriptor().ok_or(api::Error::RangeNotFound {
-            range_id,
-            node_id: self.node_id,
-        })?;
+        let desc = self.current_descriptor()?;
         if let Some((into, _)) = self.shared().frozen() {
             // Its own fate is open: the frozen neighbour asks again later.
             return Err(refused(
@@ -537,7 +528,7 @@ impl Replica {
         let Some(desc) = self.descriptor() else {
             return Ok(false);
         };
-        if since.elapsed() < patience || !self.status().is_leader {
+        if since.elapsed() < patience || !self.group().is_leader() {
             return Ok(false);
         }
         let ask = Request::ResolveMerge {

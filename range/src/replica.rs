@@ -193,6 +193,14 @@ impl Replica {
         self.shared.split_started(right);
     }
 
+    /// The range's descriptor, or `RangeNotFound` if this replica has none yet.
+    pub(crate) fn current_descriptor(&self) -> Result<RangeDescriptor, api::Error> {
+        self.descriptor().ok_or(api::Error::RangeNotFound {
+            range_id: self.range_id,
+            node_id: self.node_id,
+        })
+    }
+
     /// What the replica shares with its state machine.
     pub(crate) fn shared(&self) -> &ReplicaShared {
         &self.shared

@@ -80,10 +80,7 @@ impl Replica {
         sticky_until: u64,
     ) -> Result<Result<(RangeDescriptor, RangeDescriptor), String>, api::Error> {
         let range_id = self.range_id;
-        let desc = self.descriptor().ok_or(api::Error::RangeNotFound {
-            range_id,
-            node_id: self.node_id,
-        })?;
+        let desc = self.current_descriptor()?;
         check_split_key(&desc, split_key)?;
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let timed_out = |what: &str| api::Error::RangeUnavailable {
@@ -111,10 +108,7 @@ impl Replica {
             .await
             .map_err(|_| timed_out("waiting for requests on the moving keys"))?;
         // The range may have changed while we waited.
-        let desc = self.descriptor().ok_or(api::Error::RangeNotFound {
-            range_id,
-            node_id: self.node_id,
-        })?;
+        let desc = self.current_descriptor()?;
         check_split_key(&desc, split_key)?;
         if let Some((into, _)) = self.shared().frozen() {
             return Err(api::Error::RangeUnavailable {
