@@ -366,6 +366,12 @@ pub enum Request {
         key: Vec<u8>,
         right: RangeDescriptor,
     },
+    /// Starts a consistency check of the range holding `key`: every replica hashes the
+    /// range's data at one log index (see `range::consistency`). Must be alone in its
+    /// batch.
+    ComputeChecksum {
+        key: Vec<u8>,
+    },
 }
 
 impl Request {
@@ -384,6 +390,7 @@ impl Request {
             | Request::AdminMerge { .. }
             | Request::Subsume { .. }
             | Request::ResolveMerge { .. }
+            | Request::ComputeChecksum { .. }
             | Request::EndTxn { .. }
             | Request::HeartbeatTxn { .. }
             | Request::PushTxn { .. }
@@ -434,6 +441,7 @@ impl Request {
                 | Request::AdminMerge { .. }
                 | Request::Subsume { .. }
                 | Request::ResolveMerge { .. }
+                | Request::ComputeChecksum { .. }
         )
     }
 
@@ -449,6 +457,7 @@ impl Request {
             | Request::AdminSplit { split_key: key }
             | Request::AdminMerge { key }
             | Request::ResolveMerge { key, .. }
+            | Request::ComputeChecksum { key }
             | Request::EndTxn { key, .. }
             | Request::HeartbeatTxn { key }
             | Request::PushTxn { key, .. }
@@ -536,6 +545,12 @@ pub enum Response {
     /// The range as it is after the merge.
     AdminMerge {
         merged: RangeDescriptor,
+    },
+    /// The check's id, and the log index at which every replica of `range` hashes it.
+    ComputeChecksum {
+        range: RangeDescriptor,
+        id: u64,
+        index: u64,
     },
     /// The frozen range: its descriptor, the log index of its freeze, its clock when it
     /// froze and the reads it served above that, which the merged range must stay above.

@@ -19,6 +19,7 @@
 
 pub mod allocator;
 pub mod concurrency;
+pub mod consistency;
 pub mod eval;
 pub mod latch;
 pub mod lock_table;

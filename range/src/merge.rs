@@ -135,7 +135,7 @@ impl Replica {
     }
 
     /// Waits (until `deadline`) for this replica to hold the lease; returns its term.
-    async fn hold_lease(
+    pub(crate) async fn hold_lease(
         &self,
         desc: &RangeDescriptor,
         deadline: tokio::time::Instant,

@@ -428,9 +428,7 @@ impl Replica {
                 batch: writes,
                 new_descriptor: None,
                 split: None,
-                lease_handoff: None,
-                merge: None,
-                merge_step: None,
+                ..RaftCommand::default()
             };
             match tokio::time::timeout_at(deadline, self.group.propose(cmd)).await {
                 Err(_) => {
@@ -897,6 +895,10 @@ impl Replica {
             api::Request::ResolveMerge { right, .. } => api::Response::ResolveMerge {
                 merged: self.refuse_merge(right).await?,
             },
+            api::Request::ComputeChecksum { .. } => {
+                let (range, id, index) = self.compute_checksum().await?;
+                api::Response::ComputeChecksum { range, id, index }
+            }
             other => {
                 return Err(api::Error::InvalidRequest(format!(
                     "not an admin request: {other:?}"
@@ -918,9 +920,7 @@ impl Replica {
             batch: Default::default(),
             new_descriptor: Some(desc),
             split: None,
-            lease_handoff: None,
-            merge: None,
-            merge_step: None,
+            ..RaftCommand::default()
         };
         match tokio::time::timeout(self.request_timeout, self.group.propose(cmd)).await {
             Err(_) => Err(api::Error::AmbiguousResult {

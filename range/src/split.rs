@@ -139,9 +139,7 @@ impl Replica {
             split: Some(SplitTrigger {
                 right: right.clone(),
             }),
-            lease_handoff: None,
-            merge: None,
-            merge_step: None,
+            ..RaftCommand::default()
         };
         match tokio::time::timeout_at(deadline, self.group().propose(cmd)).await {
             Err(_) => {

@@ -532,6 +532,13 @@ impl Store {
                 },
             });
         }
+        if let RaftRequest::Checksum(id) = msg.body {
+            return Ok(RaftReply::Checksum(
+                self.replica(msg.range_id)
+                    .filter(|r| r.replica_id() == msg.to)
+                    .and_then(|r| r.shared().checksum(id)),
+            ));
+        }
         if let Some(why) = self.broken.read().get(&msg.range_id) {
             return Err(format!(
                 "{}: replica on {} is stopped: {why}",

@@ -119,6 +119,16 @@ pub struct KvPutArgs {
 pub enum DebugCommand {
     /// Create empty, idle ranges replicated on three nodes (to measure their cost).
     IdleRanges(IdleRangesArgs),
+    /// Compare a hash of every range's replicas; exits 1 if any differ or cannot be
+    /// compared.
+    CheckConsistency(CheckConsistencyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckConsistencyArgs {
+    /// RPC address of the node to run the check from.
+    #[arg(long, default_value_t = format!("127.0.0.1:{DEFAULT_RPC_PORT}"))]
+    pub host: String,
 }
 
 #[derive(Args, Debug)]
@@ -203,6 +213,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Bench(BenchCommand::KvPut(args)) => kv_put(args).await,
         Command::Bench(BenchCommand::Txn(args)) => txn_bench(args).await,
         Command::Debug(DebugCommand::IdleRanges(args)) => idle_ranges(args).await,
+        Command::Debug(DebugCommand::CheckConsistency(args)) => check_consistency(args).await,
         Command::Workload(cmd) => crate::workload::run(cmd).await,
         Command::Node(cmd) => match node_command(cmd).await {
             Ok(()) => 0,
@@ -516,6 +527,35 @@ async fn idle_ranges(args: IdleRangesArgs) -> i32 {
         Ok(RpcResponse::DebugIdleRanges { created }) => {
             println!("created {created} idle ranges");
             0
+        }
+        Ok(other) => {
+            eprintln!("error: unexpected answer: {other:?}");
+            1
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+async fn check_consistency(args: CheckConsistencyArgs) -> i32 {
+    let transport = Transport::new(Arc::new(Clock::system()), "cairn-debug".into());
+    match transport
+        .call_addr(
+            &args.host,
+            RpcRequest::CheckConsistency,
+            Duration::from_secs(3600),
+        )
+        .await
+    {
+        Ok(RpcResponse::CheckConsistency(checks)) => {
+            let bad = checks.iter().filter(|c| !c.consistent()).count();
+            for c in &checks {
+                println!("{c}");
+            }
+            println!("{} ranges checked, {bad} not consistent", checks.len());
+            i32::from(bad > 0)
         }
         Ok(other) => {
             eprintln!("error: unexpected answer: {other:?}");

@@ -5,6 +5,7 @@
 //! - [`transport`]: one multiplexed connection per pair of nodes, HLC on every message,
 //!   the fault layer tests use.
 //! - [`node`]: a node's life: store, join or init, liveness, replicate queue.
+//! - [`consistency`]: `cairn debug check-consistency`, replicas compared by hash.
 //! - [`http`]: `/health`, `/_status/nodes`, `/_status/ranges`, `/metrics`.
 //! - [`metrics`]: what `/metrics` reports.
 //! - [`wire`]: the Postgres wire protocol, one task per SQL connection.
@@ -14,6 +15,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod consistency;
 pub mod http;
 pub mod metrics;
 pub mod node;

@@ -925,6 +925,12 @@ impl Handler for Node {
                     Ok(RpcResponse::NodeStatuses(self.node_statuses()))
                 }
                 RpcRequest::NodeStatuses => Ok(RpcResponse::NodeStatuses(self.node_statuses())),
+                RpcRequest::CheckConsistency => {
+                    let me = self.me.upgrade().ok_or("node is shutting down")?;
+                    crate::consistency::check_all(&me)
+                        .await
+                        .map(RpcResponse::CheckConsistency)
+                }
                 RpcRequest::Nodes => {
                     let r = running.ok_or("node is not serving")?;
                     let mut nodes = self.transport.known_nodes();

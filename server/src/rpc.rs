@@ -69,6 +69,8 @@ pub enum RpcRequest {
     },
     /// From `cairn node status`: every node's liveness and replica counts.
     NodeStatuses,
+    /// From `cairn debug check-consistency`: compare every range's replicas.
+    CheckConsistency,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -88,6 +90,7 @@ pub enum RpcResponse {
     },
     Nodes(Vec<(NodeId, String)>),
     NodeStatuses(Vec<crate::node::NodeStatus>),
+    CheckConsistency(Vec<crate::consistency::RangeCheck>),
 }
 
 /// One replica's view of its range, for status pages.

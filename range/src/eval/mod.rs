@@ -113,7 +113,8 @@ pub fn evaluate(
         Request::AdminSplit { .. }
         | Request::AdminMerge { .. }
         | Request::Subsume { .. }
-        | Request::ResolveMerge { .. } => Err(cairn_kv::Error::InvalidArgument(
+        | Request::ResolveMerge { .. }
+        | Request::ComputeChecksum { .. } => Err(cairn_kv::Error::InvalidArgument(
             "an admin request is served by the replica, not evaluated".into(),
         )),
     }

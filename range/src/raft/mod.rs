@@ -83,6 +83,9 @@ pub struct RaftCommand {
     pub merge: Option<MergeTrigger>,
     /// A step of a merge other than the merge itself (see [`MergeStep`]).
     pub merge_step: Option<MergeStep>,
+    /// Set on a consistency check's command: every replica hashes the range's data as
+    /// of this entry, under this check id (see [`crate::consistency`]).
+    pub checksum: Option<u64>,
 }
 
 /// The right-hand range a merge takes over.
@@ -188,6 +191,9 @@ pub enum RaftRequest {
     /// How far has the replica applied its log, and is it frozen? (Asked by a merge,
     /// answered by the store without creating the replica; see [`crate::merge`].)
     Applied,
+    /// The result of consistency check `id` (see [`crate::consistency`]), answered by
+    /// the store.
+    Checksum(u64),
 }
 
 /// The answer to a [`RaftRequest`].
@@ -207,6 +213,9 @@ pub enum RaftReply {
         index: u64,
         frozen_for: Option<RangeId>,
     },
+    /// The answer to [`RaftRequest::Checksum`]: `None` until the replica has computed it
+    /// (or when the store holds no such replica).
+    Checksum(Option<crate::consistency::ReplicaChecksum>),
 }
 
 /// One chunk of a snapshot stream. The first carries the header.
@@ -666,7 +675,9 @@ impl RaftGroup {
                 .await
                 .map(RaftReply::Vote)
                 .map_err(|e| e.to_string()),
-            RaftRequest::Applied => Err("the store answers Applied, not the group".into()),
+            RaftRequest::Applied | RaftRequest::Checksum(_) => {
+                Err("the store answers Applied and Checksum, not the group".into())
+            }
             RaftRequest::TransferLeader(req) => self
                 .raft
                 .handle_transfer_leader(req)

@@ -79,6 +79,8 @@ pub struct ReplicaShared {
     merged_ranges: RwLock<Vec<RangeId>>,
     /// The last lease handoff applied (see [`super::LeaseHandoff`]).
     handoff: parking_lot::Mutex<Option<super::LeaseHandoff>>,
+    /// Consistency checks this replica has finished.
+    checksums: Arc<crate::consistency::Checksums>,
     /// Where the state machine reports what its store must act on (none in tests that
     /// run a bare group).
     events: Option<UnboundedSender<StoreEvent>>,
@@ -95,6 +97,11 @@ impl ReplicaShared {
 
     pub fn descriptor(&self) -> Option<RangeDescriptor> {
         self.descriptor.read().clone()
+    }
+
+    /// The result of consistency check `id`, once this replica has computed it.
+    pub fn checksum(&self, id: u64) -> Option<crate::consistency::ReplicaChecksum> {
+        self.checksums.get(id)
     }
 
     pub fn applied_index(&self) -> u64 {
@@ -474,6 +481,27 @@ impl StateMachine {
         Ok(())
     }
 
+    /// Hashes the range's data as the store holds it now, in the background, and
+    /// records the result as check `id`.
+    fn start_checksum(&self, id: u64, index: u64) {
+        let view = self.engine.snapshot();
+        let desc = self.state.descriptor.clone();
+        let done = self.shared.checksums.clone();
+        let range_id = self.range_id;
+        tokio::task::spawn_blocking(move || {
+            let sum = match &desc {
+                Some(desc) => crate::consistency::compute(&*view, desc, index),
+                None => crate::consistency::ReplicaChecksum {
+                    index,
+                    entries: 0,
+                    digest: [0; 32],
+                    error: Some(format!("{range_id} has no descriptor")),
+                },
+            };
+            done.record(id, sum);
+        });
+    }
+
     fn snapshot_now(&self) -> SnapshotOf<TypeConfig, SnapshotData> {
         SnapshotOf::<TypeConfig, SnapshotData> {
             meta: SnapshotMetaOf::<TypeConfig> {
@@ -538,6 +566,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             rejected.push((r, log_id.index, why));
                         }
                         continue;
+                    }
+                    if let Some(id) = cmd.checksum {
+                        // Hash exactly what the log up to here wrote, whatever else this
+                        // batch of entries holds.
+                        self.state.applied = Some(log_id);
+                        self.put_applied_state(&mut batch)?;
+                        self.engine
+                            .write(std::mem::take(&mut batch), sync)
+                            .map_err(storage)?;
+                        sync = false;
+                        self.start_checksum(id, log_id.index);
                     }
                     if let Some(h) = cmd.lease_handoff {
                         *self.shared.handoff.lock() = Some(h);

@@ -2,6 +2,7 @@
 
 mod autosplit;
 mod bank;
+mod consistency;
 mod http;
 mod linearizability;
 mod list_append;
