@@ -192,6 +192,10 @@ pub struct StartArgs {
     /// kv.range.max_bytes says otherwise (default 64 MiB; at least 1024).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1024..))]
     pub range_max_bytes: Option<u64>,
+    /// Fault tests: a file holding a clock offset in milliseconds (signed), read every
+    /// 100 ms and added to this node's physical clock. A missing file is an offset of 0.
+    #[arg(long, hide = true)]
+    pub clock_offset_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -259,11 +263,35 @@ async fn start(args: StartArgs) -> i32 {
         node.rpc_addr(),
         node.http_addr()
     );
+    if let Some(path) = args.clock_offset_file {
+        tokio::spawn(follow_clock_offset(Arc::downgrade(&node), path));
+    }
     if tokio::signal::ctrl_c().await.is_err() {
         eprintln!("error: cannot wait for Ctrl-C");
     }
     node.shutdown().await;
     0
+}
+
+/// Keeps `node`'s clock offset at what `path` says (see `StartArgs::clock_offset_file`).
+async fn follow_clock_offset(node: std::sync::Weak<Node>, path: PathBuf) {
+    let mut current = 0i64;
+    while let Some(node) = node.upgrade() {
+        let millis = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<i64>().unwrap_or(current),
+            Err(_) => 0,
+        };
+        if millis != current {
+            tracing::warn!(
+                offset_ms = millis,
+                "clock offset set by the fault-test file"
+            );
+            node.set_clock_offset(millis.saturating_mul(1_000_000));
+            current = millis;
+        }
+        drop(node);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn node_command(cmd: NodeCommand) -> Result<(), String> {

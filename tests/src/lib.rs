@@ -5,8 +5,10 @@
 //! crash would: nothing is flushed on the way out), restart them on their stores, and
 //! cut or delay links through each node's transport fault layer. [`processes`] runs the
 //! `cairn` binary as separate processes on 127.0.0.N addresses instead, for `kill -9`
-//! and `iptables` partitions.
+//! and `iptables` partitions; [`jepsen`] runs SQL workloads and their checkers against
+//! such a cluster under a schedule of faults.
 
+pub mod jepsen;
 pub mod linearizability;
 pub mod list_append;
 pub mod processes;

@@ -39,17 +39,26 @@ fn test_client_addr() -> String {
     format!("127.{}.0.100:0", subnet())
 }
 
-/// A port free on `ip` now.
-fn free_port(ip: &str) -> u16 {
-    let l = std::net::TcpListener::bind((ip, 0)).expect("bind");
-    l.local_addr().expect("local addr").port()
+/// `k` distinct ports free on `ip` now.
+fn free_ports(ip: &str, k: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..k)
+        .map(|_| std::net::TcpListener::bind((ip, 0)).expect("bind"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
 }
 
 pub struct ProcessCluster {
     dir: tempfile::TempDir,
     bin: PathBuf,
     pub rpc: Vec<String>,
+    /// Each node's SQL (Postgres wire) address; it keeps it across restarts.
+    pub sql: Vec<String>,
+    http: Vec<String>,
     procs: Vec<Option<Child>>,
+    /// Nodes stopped with SIGSTOP.
+    paused: Vec<bool>,
     /// iptables rules added, to remove on heal and on drop.
     rules: Vec<Vec<String>>,
     probe: Arc<Transport>,
@@ -62,20 +71,26 @@ impl ProcessCluster {
         let bin = cairn_binary(bin);
         let dir = tempfile::tempdir().expect("temporary directory");
         let ips: Vec<String> = (0..n).map(node_ip).collect();
-        let rpc: Vec<String> = ips
-            .iter()
-            .map(|ip| format!("{ip}:{}", free_port(ip)))
-            .collect();
+        let ports: Vec<Vec<u16>> = ips.iter().map(|ip| free_ports(ip, 3)).collect();
+        let addrs = |k: usize| -> Vec<String> {
+            ips.iter()
+                .zip(&ports)
+                .map(|(ip, p)| format!("{ip}:{}", p[k]))
+                .collect()
+        };
         let mut c = ProcessCluster {
             dir,
             bin,
-            rpc,
+            rpc: addrs(0),
+            sql: addrs(1),
+            http: addrs(2),
             procs: Vec::new(),
+            paused: vec![false; n],
             rules: Vec::new(),
             probe: Transport::new(Arc::new(Clock::system()), test_client_addr()),
         };
-        for (i, ip) in ips.iter().enumerate() {
-            let child = c.spawn(i, ip);
+        for i in 0..n {
+            let child = c.spawn(i);
             c.procs.push(Some(child));
         }
         // The first node may take a moment to listen; `cairn init` fails until it does.
@@ -95,35 +110,120 @@ impl ProcessCluster {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // The first range gets three replicas (fewer with fewer nodes).
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let statuses = c.statuses().await;
-            if statuses.iter().all(Option::is_some) && c.leader().await.is_some() {
+            if statuses.iter().flatten().count() >= n.min(3) && c.leader().await.is_some() {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "the range never got {n} replicas and a leader"
+                "the range never got {} replicas and a leader",
+                n.min(3)
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         c
     }
 
-    fn spawn(&self, i: usize, ip: &str) -> Child {
-        let log = std::fs::File::create(self.dir.path().join(format!("n{}.log", i + 1)))
+    fn spawn(&self, i: usize) -> Child {
+        // Appended to, so a restarted node's log follows its previous life's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("n{}.log", i + 1)))
             .expect("log file");
         Command::new(&self.bin)
             .args(["start", "--insecure", "--store"])
             .arg(self.dir.path().join(format!("n{}", i + 1)))
             .args(["--listen-addr", &self.rpc[i]])
-            .args(["--http-addr", &format!("{ip}:{}", free_port(ip))])
-            .args(["--sql-addr", &format!("{ip}:{}", free_port(ip))])
+            .args(["--http-addr", &self.http[i]])
+            .args(["--sql-addr", &self.sql[i]])
             .args(["--join", &self.rpc[0]])
+            .arg("--clock-offset-file")
+            .arg(self.clock_file(i))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start a node")
+    }
+
+    fn clock_file(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{}.clock-offset", i + 1))
+    }
+
+    /// How many nodes the cluster has (up or not).
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    /// Whether node `i` runs (it may be paused).
+    pub fn is_up(&self, i: usize) -> bool {
+        self.procs[i].is_some()
+    }
+
+    /// Whether node `i` is stopped with SIGSTOP.
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.paused[i]
+    }
+
+    /// A Postgres URL for node `i`'s SQL port.
+    pub fn sql_url(&self, i: usize) -> String {
+        format!(
+            "postgresql://root@{}/defaultdb?sslmode=disable&connect_timeout=3",
+            self.sql[i]
+        )
+    }
+
+    /// The directory of the nodes' stores and logs.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Starts node `i` again on its store, if it is down.
+    pub fn restart(&mut self, i: usize) {
+        if self.procs[i].is_none() {
+            self.procs[i] = Some(self.spawn(i));
+        }
+    }
+
+    /// `SIGSTOP` (`stop`) or `SIGCONT` to node `i`: a process that stops answering
+    /// without closing its connections, as a long GC pause or a hung disk would.
+    pub fn pause(&mut self, i: usize, stop: bool) {
+        if let Some(child) = &self.procs[i] {
+            let signal = if stop { "-STOP" } else { "-CONT" };
+            let out = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .output()
+                .expect("run kill");
+            assert!(out.status.success(), "kill {signal} failed");
+            self.paused[i] = stop;
+        }
+    }
+
+    /// Shifts node `i`'s clock by `millis` (the node reads its offset file every 100 ms).
+    pub fn set_clock_offset(&self, i: usize, millis: i64) {
+        std::fs::write(self.clock_file(i), millis.to_string()).expect("write the clock offset");
+    }
+
+    /// Runs `cairn debug check-consistency` through node `i`; returns whether every
+    /// range's replicas agree, and the report.
+    pub fn check_consistency(&self, i: usize) -> (bool, String) {
+        let out = Command::new(&self.bin)
+            .args(["debug", "check-consistency", "--host", &self.rpc[i]])
+            .output()
+            .expect("cairn debug check-consistency");
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), report)
     }
 
     /// What each node (0-based) says of its replica of the first range.
@@ -172,6 +272,7 @@ impl ProcessCluster {
             child.kill().expect("SIGKILL");
             let _ = child.wait();
         }
+        self.paused[i] = false;
     }
 
     /// Drops every packet between nodes `a` and `b` (iptables, both directions).
@@ -197,6 +298,15 @@ impl ProcessCluster {
                 String::from_utf8_lossy(&out.stderr)
             );
             self.rules.push(rule);
+        }
+    }
+
+    /// Cuts every link between a node of `a` and a node of `b`.
+    pub fn partition_between(&mut self, a: &[usize], b: &[usize]) {
+        for &x in a {
+            for &y in b {
+                self.partition(x, y);
+            }
         }
     }
 

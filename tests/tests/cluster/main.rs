@@ -4,6 +4,7 @@ mod autosplit;
 mod bank;
 mod consistency;
 mod http;
+mod jepsen;
 mod linearizability;
 mod list_append;
 mod merges;
