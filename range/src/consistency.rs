@@ -5,8 +5,9 @@
 //! far, takes a view of its store there, and hashes the range's replicated data (the
 //! spans a Raft snapshot carries) from that view in the background. Every replica so
 //! hashes the same prefix of the log, whenever it gets to it. The checker then asks
-//! each replica for the result ([`RaftRequest::Checksum`], answered by the store) and
-//! compares. A replica that has not applied the command yet answers "not yet".
+//! each replica for the result ([`crate::raft::RaftRequest::Checksum`], answered by the
+//! store) and compares. A replica that has not applied the command yet answers "not
+//! yet".
 
 use std::collections::VecDeque;
 use std::time::Duration;

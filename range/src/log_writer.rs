@@ -33,7 +33,7 @@ struct Job {
 }
 
 /// Counters of the writer's work, for benchmarks and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LogWriterStats {
     /// Jobs written.
     pub jobs: AtomicU64,
@@ -41,6 +41,19 @@ pub struct LogWriterStats {
     pub syncs: AtomicU64,
     /// Total time spent in synced writes, in microseconds.
     pub sync_micros: AtomicU64,
+    /// Seconds each synced write (the write-ahead log's fsync) took.
+    pub sync_latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for LogWriterStats {
+    fn default() -> Self {
+        LogWriterStats {
+            jobs: AtomicU64::default(),
+            syncs: AtomicU64::default(),
+            sync_micros: AtomicU64::default(),
+            sync_latency: crate::store::latency_histogram(),
+        }
+    }
 }
 
 /// The store's group-commit writer. Dropping it stops the thread once the queue is
@@ -133,7 +146,9 @@ fn run(engine: Arc<dyn Engine>, rx: mpsc::Receiver<Job>, stats: Arc<LogWriterSta
         }
         let started = Instant::now();
         let result = engine.write(merged, true);
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let took = started.elapsed();
+        stats.sync_latency.observe(took.as_secs_f64());
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         stats.syncs.fetch_add(1, Ordering::Relaxed);
         stats.sync_micros.fetch_add(micros, Ordering::Relaxed);
         stats.jobs.fetch_add(dones.len() as u64, Ordering::Relaxed);

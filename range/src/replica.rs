@@ -430,6 +430,7 @@ impl Replica {
                 split: None,
                 ..RaftCommand::default()
             };
+            let proposed = std::time::Instant::now();
             match tokio::time::timeout_at(deadline, self.group.propose(cmd)).await {
                 Err(_) => {
                     return Err(api::Error::AmbiguousResult {
@@ -441,7 +442,10 @@ impl Replica {
                     });
                 }
                 Ok(Err(e)) => return Err(self.group_error(e, &desc, true)),
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => self
+                    .metrics
+                    .raft_commit_latency
+                    .observe(proposed.elapsed().as_secs_f64()),
             }
         }
         // The writes are applied: later requests may go ahead.

@@ -33,6 +33,7 @@ use crate::raft::{
     ReplicaNode, ReplicaShared,
 };
 use crate::replica::Replica;
+use prometheus_client::metrics::histogram::Histogram;
 
 /// How long adding a learner may take to stream it a snapshot and catch it up (it is
 /// abandoned sooner if its node stops being live).
@@ -99,7 +100,7 @@ impl Drop for ClaimCleared {
 }
 
 /// Counts of events on a store's replicas, for the node's `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StoreMetrics {
     /// Splits this store's replicas made (as leaseholders of the range split).
     pub splits: AtomicU64,
@@ -107,6 +108,27 @@ pub struct StoreMetrics {
     pub merges: AtomicU64,
     /// Times a replica of this store became its range's Raft leader.
     pub leader_changes: AtomicU64,
+    /// Seconds from proposing a write's command to its being applied on the
+    /// leaseholder (committed by a quorum), for writes that committed.
+    pub raft_commit_latency: Histogram,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        StoreMetrics {
+            splits: AtomicU64::default(),
+            merges: AtomicU64::default(),
+            leader_changes: AtomicU64::default(),
+            raft_commit_latency: latency_histogram(),
+        }
+    }
+}
+
+/// A histogram of durations in seconds, from 100 µs to about 26 s in doublings.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 19,
+    ))
 }
 
 /// The replicas of a store by range id.

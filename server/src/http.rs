@@ -1,5 +1,8 @@
-//! The HTTP port: health, and JSON status for tools.
+//! The HTTP port: the web console, health, and JSON status for tools.
 //!
+//! - `GET /`: the console (`console.html`, one page drawn by its own script from the
+//!   JSON and metrics below): nodes with their liveness, a range map by node, and
+//!   charts of this node's SQL throughput and p99 latency.
 //! - `GET /health`: 200 once the node serves, 503 before.
 //! - `GET /_status/nodes`: every node's liveness record, membership (active or
 //!   decommissioning), and the replicas and leases it holds.
@@ -13,7 +16,7 @@ use std::sync::{Arc, Weak};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
+use axum::response::{Html, IntoResponse, Json};
 use axum::routing::get;
 use cairn_kv::keys;
 use serde::Serialize;
@@ -26,6 +29,7 @@ type AppState = Weak<Node>;
 /// Serves the HTTP API until the node is dropped.
 pub async fn serve(listener: TcpListener, node: Weak<Node>) {
     let app = Router::new()
+        .route("/", get(console))
         .route("/health", get(health))
         .route("/_status/nodes", get(nodes))
         .route("/_status/ranges", get(ranges))
@@ -41,6 +45,10 @@ fn node(state: &AppState) -> Result<Arc<Node>, (StatusCode, String)> {
         StatusCode::SERVICE_UNAVAILABLE,
         "node is shutting down".into(),
     ))
+}
+
+async fn console() -> Html<&'static str> {
+    Html(include_str!("console.html"))
 }
 
 async fn health(State(state): State<AppState>) -> impl IntoResponse {

@@ -147,6 +147,12 @@ pub struct Node {
     sql_addr: String,
     /// The SQL layer, once the node serves and the catalog exists.
     sql: RwLock<Option<Arc<cairn_sql::SqlServer>>>,
+    /// What the SQL layer records, from start-up.
+    sql_metrics: Arc<cairn_sql::metrics::SqlMetrics>,
+    /// SQL connections open now.
+    sql_connections: Arc<std::sync::atomic::AtomicI64>,
+    /// Liveness heartbeats that failed to write the node's record.
+    heartbeat_failures: std::sync::atomic::AtomicU64,
     engine: Arc<dyn Engine>,
     clock: Arc<Clock>,
     /// The clock's physical source, shiftable by fault tests.
@@ -209,6 +215,9 @@ impl Node {
             http_addr,
             sql_addr,
             sql: RwLock::new(None),
+            sql_metrics: cairn_sql::metrics::SqlMetrics::new(),
+            sql_connections: Arc::default(),
+            heartbeat_failures: Default::default(),
             engine,
             clock,
             physical,
@@ -232,6 +241,7 @@ impl Node {
             node: Arc::downgrade(&node),
             limit: Arc::new(tokio::sync::Semaphore::new(node.config.max_sql_connections)),
             cancels: Default::default(),
+            open: node.sql_connections.clone(),
         });
         node.spawn(crate::wire::serve(sql_listener, sql_shared));
 
@@ -280,6 +290,20 @@ impl Node {
     /// The SQL layer, once the node serves and the cluster's catalog exists.
     pub fn sql_server(&self) -> Option<Arc<cairn_sql::SqlServer>> {
         self.sql.read().clone()
+    }
+
+    pub fn sql_metrics(&self) -> &Arc<cairn_sql::metrics::SqlMetrics> {
+        &self.sql_metrics
+    }
+
+    /// SQL connections open now.
+    pub fn sql_connections(&self) -> i64 {
+        self.sql_connections.load(Ordering::Relaxed)
+    }
+
+    /// Liveness heartbeats that failed since the node started.
+    pub fn heartbeat_failures(&self) -> u64 {
+        self.heartbeat_failures.load(Ordering::Relaxed)
     }
 
     pub fn transport(&self) -> &Arc<Transport> {
@@ -498,9 +522,10 @@ impl Node {
         *self.running.write() = Some(running.clone());
         // The SQL layer serves once the catalog's databases exist; every node makes
         // sure of that (the first run creates them, the others find them).
-        let sql = cairn_sql::SqlServer::new(
+        let sql = cairn_sql::SqlServer::with_metrics(
             cairn_txn::Db::new(running.dist.clone(), self.clock.clone()),
             id.0,
+            self.sql_metrics.clone(),
         );
         sql.set_range_info(Arc::new(crate::ranges::NodeRanges(self.me.clone())));
         sql.set_setting_defaults(self.settings());
@@ -587,6 +612,7 @@ impl Node {
             }],
         );
         if let Err(e) = running.dist.send(put).await {
+            self.heartbeat_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "liveness heartbeat failed");
         }
         let scan = BatchRequest::new(

@@ -180,7 +180,7 @@ pub fn internal(message: impl Into<String>) -> Error {
 impl From<TxnError> for Error {
     fn from(e: TxnError) -> Error {
         match e {
-            TxnError::Retry { reason } => Error::new(
+            TxnError::Retry { reason, .. } => Error::new(
                 SqlState::SerializationFailure,
                 format!("restart transaction: {reason}"),
             ),

@@ -24,6 +24,7 @@ pub mod exec;
 pub mod explain;
 pub mod expr;
 pub mod functions;
+pub mod metrics;
 pub mod opt;
 pub mod plan;
 pub mod rowcodec;

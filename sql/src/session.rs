@@ -101,10 +101,21 @@ pub struct SqlServer {
     setting_defaults: std::sync::OnceLock<Settings>,
     /// Database ids and table descriptors of the current catalog version.
     desc_cache: DescCache,
+    metrics: Arc<crate::metrics::SqlMetrics>,
 }
 
 impl SqlServer {
     pub fn new(db: Db, node_id: u64) -> Arc<SqlServer> {
+        SqlServer::with_metrics(db, node_id, crate::metrics::SqlMetrics::new())
+    }
+
+    /// A server whose sessions record their statements in `metrics` (the node's, which
+    /// exist before the SQL layer serves).
+    pub fn with_metrics(
+        db: Db,
+        node_id: u64,
+        metrics: Arc<crate::metrics::SqlMetrics>,
+    ) -> Arc<SqlServer> {
         Arc::new(SqlServer {
             db,
             node_id,
@@ -112,7 +123,12 @@ impl SqlServer {
             range_info: std::sync::OnceLock::new(),
             setting_defaults: std::sync::OnceLock::new(),
             desc_cache: DescCache::default(),
+            metrics,
         })
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::SqlMetrics> {
+        &self.metrics
     }
 
     /// Installs where SHOW RANGES and EXPLAIN find ranges (once).
@@ -987,6 +1003,19 @@ impl Session {
 
     /// Executes one statement with parameter values.
     pub async fn execute(&mut self, stmt: &ast::Statement, params: &[Value]) -> Result<ExecResult> {
+        let started = std::time::Instant::now();
+        let result = self.execute_statement(stmt, params).await;
+        self.server
+            .metrics
+            .observe(crate::metrics::kind(stmt), started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn execute_statement(
+        &mut self,
+        stmt: &ast::Statement,
+        params: &[Value],
+    ) -> Result<ExecResult> {
         use ast::Statement as S;
         // In a failed transaction only its end is accepted.
         if matches!(self.state, State::Failed(_))

@@ -135,6 +135,7 @@ impl ProcessCluster {
             .open(self.dir.path().join(format!("n{}.log", i + 1)))
             .expect("log file");
         Command::new(&self.bin)
+            .args(["--log-format", "json"])
             .args(["start", "--insecure", "--store"])
             .arg(self.dir.path().join(format!("n{}", i + 1)))
             .args(["--listen-addr", &self.rpc[i]])
@@ -147,6 +148,11 @@ impl ProcessCluster {
             .stderr(log)
             .spawn()
             .expect("start a node")
+    }
+
+    /// Node `i`'s log (JSON lines, every life of the node).
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{}.log", i + 1))
     }
 
     fn clock_file(&self, i: usize) -> PathBuf {

@@ -46,6 +46,8 @@ pub struct DistSender {
     attempt_timeout: Duration,
     /// How long a batch may take in all.
     timeout: Duration,
+    /// What the transactions sent through here did.
+    txn_metrics: Arc<crate::coord::TxnMetrics>,
 }
 
 /// Leaseholder hints followed in a row before trying the next replica.
@@ -67,7 +69,13 @@ impl DistSender {
             cache: RangeCache::new(),
             attempt_timeout: request_timeout + ATTEMPT_MARGIN,
             timeout: request_timeout * ATTEMPTS_PER_BATCH + ATTEMPT_MARGIN,
+            txn_metrics: Arc::default(),
         }
+    }
+
+    /// The counts of the transactions coordinated through this sender.
+    pub fn txn_metrics(&self) -> &Arc<crate::coord::TxnMetrics> {
+        &self.txn_metrics
     }
 
     pub fn cache(&self) -> &RangeCache {

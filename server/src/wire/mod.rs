@@ -91,6 +91,24 @@ pub struct Listener {
     pub node: Weak<Node>,
     pub limit: Arc<Semaphore>,
     pub cancels: CancelRegistry,
+    /// Connections open now (for `/metrics`).
+    pub open: Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// Counts a connection as open while it lives.
+struct OpenConnection(Arc<std::sync::atomic::AtomicI64>);
+
+impl OpenConnection {
+    fn new(open: &Arc<std::sync::atomic::AtomicI64>) -> OpenConnection {
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection(open.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Accepts SQL connections until the listener is dropped.
@@ -106,7 +124,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Listener>) {
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
+        let open = OpenConnection::new(&shared.open);
         tokio::spawn(async move {
+            let _open = open;
             let mut conn = Conn::new(stream);
             if let Err(e) = conn.run(&shared).await {
                 tracing::debug!(%peer, error = %e, "sql connection ended");

@@ -45,7 +45,7 @@ struct Args {
     concurrency: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Where histories go (default: jepsen-runs/<unix time>).
+    /// Where histories go (default: `jepsen-runs/<unix time>`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// The `cairn` binary (default: `cairn-under-test` beside this program).

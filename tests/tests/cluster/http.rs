@@ -133,6 +133,14 @@ async fn metrics_report_every_family_and_count_splits() {
         "cairn_range_splits_total",
         "cairn_range_merges_total",
         "cairn_raft_leader_changes_total",
+        "cairn_sql_connections",
+        "cairn_liveness_heartbeat_failures_total",
+        "cairn_txn_commits_total",
+        "cairn_txn_aborts_total",
+        "cairn_txn_restarts_total{reason=\"savepoint\"}",
+        "cairn_raft_commit_latency_seconds_count",
+        "cairn_wal_fsync_latency_seconds_count",
+        "cairn_sql_statement_latency_seconds_count{kind=\"delete\"}",
     ];
     for i in 1..=3 {
         let (code, body) = scrape(i).await.expect("scrape");
@@ -157,4 +165,189 @@ async fn metrics_report_every_family_and_count_splits() {
         sample(&before, "cairn_range_splits_total") + 1.0,
         "{after}"
     );
+}
+
+/// The transaction, SQL and log families count what SQL clients do: statements by kind,
+/// connections, commits, a restart by its reason, Raft commits and log syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_statements_transactions_and_connections() {
+    let c = Cluster::start(3).await;
+    let http = c.node(1).http_addr().to_string();
+    let scrape = || {
+        let http = http.clone();
+        async move {
+            tokio::task::spawn_blocking(move || http_get(&http, "/metrics"))
+                .await
+                .expect("scrape")
+                .1
+        }
+    };
+    let connect = || async {
+        let url = format!("postgresql://root@{}/defaultdb", c.node(1).sql_addr());
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+    };
+    let before = scrape().await;
+    let (a, b) = (connect().await, connect().await);
+    a.batch_execute("CREATE TABLE m (k INT8 PRIMARY KEY, v INT8)")
+        .await
+        .unwrap();
+    a.batch_execute("INSERT INTO m VALUES (1, 1)")
+        .await
+        .unwrap();
+    // A write skew the commit cannot refresh over: 40001, a restart for invalid reads.
+    a.batch_execute("BEGIN").await.unwrap();
+    a.query("SELECT v FROM m WHERE k = 1", &[]).await.unwrap();
+    b.batch_execute("UPDATE m SET v = 2 WHERE k = 1")
+        .await
+        .unwrap();
+    let err = a
+        .batch_execute("UPDATE m SET v = 3 WHERE k = 1; COMMIT")
+        .await
+        .expect_err("a serialization failure");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE),
+        "{err}"
+    );
+    a.batch_execute("ROLLBACK").await.unwrap();
+    let after = scrape().await;
+
+    let grew = |name: &str| sample(&after, name) - sample(&before, name);
+    assert_eq!(sample(&after, "cairn_sql_connections"), 2.0, "{after}");
+    assert!(grew("cairn_sql_statement_latency_seconds_count{kind=\"ddl\"}") >= 1.0);
+    assert!(grew("cairn_sql_statement_latency_seconds_count{kind=\"insert\"}") >= 1.0);
+    assert!(grew("cairn_sql_statement_latency_seconds_count{kind=\"select\"}") >= 1.0);
+    assert!(grew("cairn_sql_statement_latency_seconds_count{kind=\"txn\"}") >= 2.0);
+    assert!(grew("cairn_txn_commits_total") >= 2.0, "{after}");
+    assert!(grew("cairn_txn_aborts_total") >= 1.0, "{after}");
+    assert!(
+        grew("cairn_txn_restarts_total{reason=\"reads_invalidated\"}") >= 1.0,
+        "{after}"
+    );
+    assert!(
+        grew("cairn_raft_commit_latency_seconds_count") >= 1.0,
+        "{after}"
+    );
+    assert!(
+        grew("cairn_wal_fsync_latency_seconds_count") >= 1.0,
+        "{after}"
+    );
+
+    drop((a, b));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sample(&scrape().await, "cairn_sql_connections") != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The web console at `/` renders in headless Chromium from the admin JSON and the
+/// metrics: every node live, every range in the range map with its leaseholder's
+/// cell, and the throughput and latency charts drawn after several polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn console_renders_in_headless_chromium() {
+    let c = Cluster::start(3).await;
+    c.split(1, b"m").await.expect("split");
+    let http = c.node(1).http_addr().to_string();
+    // Wait until every range has a known leaseholder, as the console will show it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let ranges = loop {
+        let addr = http.clone();
+        let (_, body) = tokio::task::spawn_blocking(move || http_get(&addr, "/_status/ranges"))
+            .await
+            .expect("ranges");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let ranges = json["ranges"].as_array().cloned().unwrap_or_default();
+        if ranges.len() >= 2 && ranges.iter().all(|r| r["lease_holder"].is_u64()) {
+            break ranges;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // SQL load on the node the console is drawn from, for its charts.
+    let url = format!("postgresql://root@{}/defaultdb", c.node(1).sql_addr());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let load = tokio::spawn(async move {
+        loop {
+            if client.simple_query("SELECT 1").await.is_err() {
+                break;
+            }
+        }
+    });
+    let profile = tempfile::tempdir().expect("a profile directory");
+    let url = format!("http://{http}/");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .output()
+    })
+    .await
+    .expect("chromium")
+    .expect("run chromium (Debian package chromium; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        dom.contains("updated "),
+        "the page never loaded its data:\n{dom}"
+    );
+    assert!(dom.contains(": 3 nodes, "), "{dom}");
+    for n in 1..=3 {
+        let row = element(&dom, &format!("<tr data-node-id=\"{n}\">"), "</tr>");
+        assert!(row.contains("<td>live</td>"), "{row}");
+    }
+    for r in &ranges {
+        let id = r["range_id"].as_u64().expect("range id");
+        let row = element(&dom, &format!("<tr data-range-id=\"{id}\">"), "</tr>");
+        assert_eq!(row.matches("class=\"lease\"").count(), 1, "{row}");
+        assert_eq!(row.matches("class=\"replica\"").count(), 2, "{row}");
+    }
+    load.abort();
+    for chart in ["throughput", "latency"] {
+        let svg = element(&dom, &format!("<svg id=\"{chart}\""), "</svg>");
+        let points = element(&svg, "points=\"", "\"");
+        assert!(
+            points.split_whitespace().count() >= 3,
+            "{chart} drew too few samples: {svg}"
+        );
+        // Some sample is above the baseline (y = 135): the load shows.
+        assert!(
+            points
+                .split_whitespace()
+                .any(|p| p.split(',').nth(1).is_some_and(|y| y != "135.0")),
+            "{chart} drew nothing but zeros: {svg}"
+        );
+    }
+}
+
+/// The text of `dom` from `start` up to the next `end`.
+fn element(dom: &str, start: &str, end: &str) -> String {
+    let from = dom
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start} in:\n{dom}"));
+    let rest = &dom[from + start.len()..];
+    let to = rest.find(end).unwrap_or(rest.len());
+    rest[..to].to_string()
 }

@@ -144,3 +144,27 @@ async fn an_iptables_partition_isolates_the_leaseholder_process() {
         Some(&b"1"[..])
     );
 }
+
+/// `--log-format json`: every line a node writes is a JSON object with a level, a
+/// target and the event's fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_logs_are_json_lines() {
+    cairn_tests::init_logging();
+    let c = ProcessCluster::start(CAIRN, 3).await;
+    let text = std::fs::read_to_string(c.log_path(0)).expect("node 1's log");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "node 1 logged nothing");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["target"].is_string() && v["fields"].is_object(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("store opened")),
+        "{}",
+        lines.join("\n")
+    );
+}

@@ -65,7 +65,7 @@ pub enum TxnError {
     /// was aborted by a conflicting transaction or a deadlock breaker, or its reads no
     /// longer hold at the timestamp it must commit at.
     #[error("restart transaction: {reason}")]
-    Retry { reason: String },
+    Retry { cause: RetryReason, reason: String },
     /// The commit's outcome is unknown (SQLSTATE 40003): the transaction may or may not
     /// have committed.
     #[error("result is ambiguous: {0}")]
@@ -76,6 +76,56 @@ pub enum TxnError {
     /// Anything else from KV (unavailable ranges, failed conditions, bad requests).
     #[error(transparent)]
     Kv(#[from] api::Error),
+}
+
+/// Why a transaction must restart, for metrics (the error's text says more).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RetryReason {
+    /// Its reads no longer hold at the timestamp it must commit at: a newer write, or
+    /// a write-skew (a refresh failed).
+    ReadsInvalidated,
+    /// A conflicting transaction or the deadlock breaker aborted it.
+    Aborted,
+    /// It waited too long behind a conflicting transaction's intent.
+    ConflictTimeout,
+    /// One of its writes has an unknown outcome.
+    AmbiguousWrite,
+    /// It rolled back to a savepoint taken before an earlier restart.
+    Savepoint,
+}
+
+impl RetryReason {
+    pub const ALL: [RetryReason; 5] = [
+        RetryReason::ReadsInvalidated,
+        RetryReason::Aborted,
+        RetryReason::ConflictTimeout,
+        RetryReason::AmbiguousWrite,
+        RetryReason::Savepoint,
+    ];
+
+    /// The reason as a metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RetryReason::ReadsInvalidated => "reads_invalidated",
+            RetryReason::Aborted => "aborted",
+            RetryReason::ConflictTimeout => "conflict_timeout",
+            RetryReason::AmbiguousWrite => "ambiguous_write",
+            RetryReason::Savepoint => "savepoint",
+        }
+    }
+}
+
+/// A node's transaction counts, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct TxnMetrics {
+    /// Transactions committed (read-only ones too).
+    pub commits: std::sync::atomic::AtomicU64,
+    /// Transactions rolled back: by their client, after an error, or to start again
+    /// as a new transaction after a conflicting one aborted them.
+    pub aborts: std::sync::atomic::AtomicU64,
+    /// Retryable errors, by [`RetryReason`] (in [`RetryReason::ALL`]'s order): each
+    /// restarts its transaction, in the server or at the client (SQLSTATE 40001).
+    pub restarts: [std::sync::atomic::AtomicU64; 5],
 }
 
 impl TxnError {

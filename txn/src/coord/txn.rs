@@ -2,6 +2,7 @@
 //! transaction and runs it again when the transaction must restart.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cairn_kv::api::{self, BatchRequest, Header, Request, Response, TxnStatus};
@@ -10,9 +11,9 @@ use cairn_kv::keys::Span;
 use cairn_kv::mvcc::TxnMeta;
 use cairn_kv::{Error, NodeId, RangeId, Timestamp, TxnId};
 
-use super::TxnError;
 use super::heartbeater::Heartbeater;
 use super::refresher::Refresher;
+use super::{RetryReason, TxnError};
 use crate::DistSender;
 
 /// How long a request keeps retrying against another transaction's intent (each try
@@ -305,9 +306,10 @@ impl Txn {
     pub fn rollback_to_savepoint(&mut self, savepoint: Savepoint) -> Result<(), TxnError> {
         self.check_open()?;
         if savepoint.epoch != self.meta.epoch {
-            return Err(TxnError::Retry {
-                reason: "the transaction restarted since the savepoint".into(),
-            });
+            return Err(self.retry(
+                RetryReason::Savepoint,
+                "the transaction restarted since the savepoint".into(),
+            ));
         }
         if savepoint.seq < self.meta.seq {
             self.meta.ignored.push((savepoint.seq + 1, self.meta.seq));
@@ -375,7 +377,7 @@ impl Txn {
         self.check_open()?;
         if self.heartbeater.aborted() {
             self.aborted_remotely = true;
-            return Err(aborted(self.meta.id));
+            return Err(self.aborted(self.meta.id));
         }
         Ok(())
     }
@@ -404,11 +406,12 @@ impl Txn {
                 }
                 Err(api::Error::Kv(Error::WriteIntent { .. })) => {
                     if started.elapsed() > CONFLICT_WAIT {
-                        return Err(TxnError::Retry {
-                            reason: format!(
+                        return Err(self.retry(
+                            RetryReason::ConflictTimeout,
+                            format!(
                                 "gave up after {CONFLICT_WAIT:?} waiting for a conflicting transaction"
                             ),
-                        });
+                        ));
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(200));
@@ -459,16 +462,34 @@ impl Txn {
             .await
             .map_err(|e| self.classify(e))?;
         if !ok {
-            return Err(TxnError::Retry {
-                reason: format!(
+            return Err(self.retry(
+                RetryReason::ReadsInvalidated,
+                format!(
                     "reads at {} no longer hold at {to} (write skew or a newer version)",
                     self.read_ts
                 ),
-            });
+            ));
         }
         self.read_ts = to;
         self.meta.write_ts = self.meta.write_ts.max(to);
         Ok(())
+    }
+
+    /// A retryable error, counted in the node's metrics.
+    fn retry(&self, cause: RetryReason, reason: String) -> TxnError {
+        let i = RetryReason::ALL
+            .iter()
+            .position(|r| *r == cause)
+            .unwrap_or_default();
+        self.dist.txn_metrics().restarts[i].fetch_add(1, Ordering::Relaxed);
+        TxnError::Retry { cause, reason }
+    }
+
+    fn aborted(&self, txn: TxnId) -> TxnError {
+        self.retry(
+            RetryReason::Aborted,
+            format!("transaction {txn:?} was aborted"),
+        )
     }
 
     /// What a KV error means for the transaction.
@@ -476,14 +497,15 @@ impl Txn {
         match e {
             api::Error::Kv(Error::TxnAborted { txn }) => {
                 self.aborted_remotely = true;
-                aborted(txn)
+                self.aborted(txn)
             }
             // A write whose outcome is unknown may have left an intent: the
             // transaction cannot go on as if it had not, but it has not committed, so
             // it may restart (its lock spans cover the write).
-            api::Error::AmbiguousResult { reason, .. } => TxnError::Retry {
-                reason: format!("a write's outcome is unknown ({reason})"),
-            },
+            api::Error::AmbiguousResult { reason, .. } => self.retry(
+                RetryReason::AmbiguousWrite,
+                format!("a write's outcome is unknown ({reason})"),
+            ),
             other => TxnError::Kv(other),
         }
     }
@@ -504,6 +526,17 @@ impl Txn {
     /// Sends `requests` and commits in the same batch: when they and every earlier write
     /// lie in one range, that is a single Raft command (one-phase commit).
     pub async fn commit_with(&mut self, requests: Vec<Request>) -> Result<Vec<Response>, TxnError> {
+        let result = self.try_commit_with(requests).await;
+        if result.is_ok() {
+            self.dist
+                .txn_metrics()
+                .commits
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn try_commit_with(&mut self, requests: Vec<Request>) -> Result<Vec<Response>, TxnError> {
         self.check_live()?;
         if self.meta.key.is_empty() && !requests.iter().any(Request::writes_data) {
             // Read-only: nothing to commit beyond the reads themselves.
@@ -612,6 +645,10 @@ impl Txn {
             return;
         }
         self.state = State::Aborted;
+        self.dist
+            .txn_metrics()
+            .aborts
+            .fetch_add(1, Ordering::Relaxed);
         self.heartbeater.stop();
         if self.meta.key.is_empty() {
             return;
@@ -765,12 +802,6 @@ impl Drop for Txn {
         // A transaction dropped while open is abandoned: its heartbeats stop, and it
         // expires (the heartbeater's own drop stops the task).
         self.heartbeater.stop();
-    }
-}
-
-fn aborted(txn: TxnId) -> TxnError {
-    TxnError::Retry {
-        reason: format!("transaction {txn:?} was aborted"),
     }
 }
 
