@@ -6,6 +6,8 @@
 //! |---|---|---|
 //! | `cairn_replicas` | gauge | replicas this node holds that hold a range |
 //! | `cairn_leaseholders` | gauge | ranges whose lease (Raft leadership) is here |
+//! | `cairn_ranges` | gauge | ranges this node reports for: those led here, so the sum over nodes is the cluster's count |
+//! | `cairn_ranges_underreplicated` | gauge | of those, ranges with fewer live voters than they want (3, or every node of a smaller cluster) |
 //! | `cairn_raft_follower_lag_entries` | gauge | the most entries any follower of a range led here is behind |
 //! | `cairn_sql_connections` | gauge | SQL connections open now |
 //! | `cairn_range_splits` | counter | splits made by this node's replicas |
@@ -37,6 +39,19 @@ use crate::node::Node;
 /// The node's metrics as of now, in the Prometheus text format.
 pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
     let (mut replicas, mut leaseholders, mut lag) = (0i64, 0i64, 0i64);
+    let mut underreplicated = 0i64;
+    // A range wants 3 voters (fewer in a smaller cluster), each on a live node.
+    let statuses = node.node_statuses();
+    let desired = statuses
+        .iter()
+        .filter(|s| !s.decommissioning)
+        .count()
+        .min(3);
+    let live: std::collections::BTreeSet<_> = statuses
+        .iter()
+        .filter(|s| s.live)
+        .map(|s| s.record.node_id)
+        .collect();
     let (mut splits, mut merges, mut leader_changes) = (0u64, 0u64, 0u64);
     let (mut commit_latency, mut fsync_latency) = (latency_histogram(), latency_histogram());
     if let Some(store) = node.store() {
@@ -47,6 +62,13 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
             replicas += 1;
             if r.group().is_leader() {
                 leaseholders += 1;
+                let live_voters = r
+                    .descriptor()
+                    .map(|d| d.voters().filter(|v| live.contains(&v.node_id)).count())
+                    .unwrap_or(0);
+                if live_voters < desired {
+                    underreplicated += 1;
+                }
                 let behind = r.status().follower_lag.values().copied().max().unwrap_or(0);
                 lag = lag.max(i64::try_from(behind).unwrap_or(i64::MAX));
             }
@@ -79,6 +101,16 @@ pub fn render(node: &Node) -> Result<String, std::fmt::Error> {
             "leaseholders",
             "Ranges whose lease is on this node",
             leaseholders,
+        ),
+        (
+            "ranges",
+            "Ranges led by this node (the sum over nodes is the cluster's range count)",
+            leaseholders,
+        ),
+        (
+            "ranges_underreplicated",
+            "Ranges led by this node with fewer voters on live nodes than they want",
+            underreplicated,
         ),
         (
             "raft_follower_lag_entries",

@@ -928,7 +928,16 @@ impl Handler for Node {
                     }),
                 })),
                 RpcRequest::Join { addr } => {
-                    let r = running.ok_or("this node has not joined a cluster yet")?;
+                    // Not while this node is still becoming a member: `init` allocates
+                    // node id 1 for itself after it starts running, and a joiner served
+                    // in between would take that id.
+                    let becoming = self.becoming.lock().await;
+                    let r = self
+                        .running
+                        .read()
+                        .clone()
+                        .ok_or("this node has not joined a cluster yet")?;
+                    drop(becoming);
                     let node_id = allocate_node_id(&r.dist).await?;
                     let mut nodes = self.transport.known_nodes();
                     nodes.push((r.node_id, self.rpc_addr.clone()));

@@ -150,6 +150,69 @@ impl ProcessCluster {
             .expect("start a node")
     }
 
+    /// The JSON a node's HTTP status port answers at `path`, from the first running,
+    /// unpaused node that answers within 2 seconds.
+    pub async fn status_json(&self, path: &str) -> Option<serde_json::Value> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for i in (0..self.len()).filter(|&i| self.is_up(i) && !self.is_paused(i)) {
+            let get = async {
+                let mut s = tokio::net::TcpStream::connect(&self.http[i]).await.ok()?;
+                let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                s.write_all(req.as_bytes()).await.ok()?;
+                let mut raw = String::new();
+                s.read_to_string(&mut raw).await.ok()?;
+                let (head, body) = raw.split_once("\r\n\r\n")?;
+                head.starts_with("HTTP/1.1 200")
+                    .then(|| serde_json::from_str(body).ok())
+                    .flatten()
+            };
+            if let Ok(Some(v)) = tokio::time::timeout(Duration::from_secs(2), get).await {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// The node (0-based) holding the lease of a random table range (or, if none
+    /// answers, of the first range); `pick` chooses among the candidates' count.
+    pub async fn some_leaseholder(
+        &self,
+        pick: impl FnOnce(usize) -> usize,
+    ) -> Option<(usize, String)> {
+        if let (Some(ranges), Some(nodes)) = (
+            self.status_json("/_status/ranges").await,
+            self.status_json("/_status/nodes").await,
+        ) {
+            let index_of = |node_id: u64| {
+                let addr = nodes["nodes"]
+                    .as_array()?
+                    .iter()
+                    .find(|n| n["node_id"].as_u64() == Some(node_id))?["address"]
+                    .as_str()?
+                    .to_string();
+                self.rpc.iter().position(|a| *a == addr)
+            };
+            let held: Vec<(usize, String)> = ranges["ranges"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| {
+                    r["start_key"]
+                        .as_str()
+                        .is_some_and(|k| k.starts_with("/Table/"))
+                })
+                .filter_map(|r| {
+                    let node = index_of(r["lease_holder"].as_u64()?)?;
+                    Some((node, format!("r{}", r["range_id"])))
+                })
+                .collect();
+            if !held.is_empty() {
+                return Some(held[pick(held.len()) % held.len()].clone());
+            }
+        }
+        Some((self.leader().await?, "r1".into()))
+    }
+
     /// Node `i`'s log (JSON lines, every life of the node).
     pub fn log_path(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("n{}.log", i + 1))

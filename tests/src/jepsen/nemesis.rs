@@ -19,7 +19,7 @@ pub enum Nemesis {
     /// Each node sees only its two neighbours on a ring: every node is in a majority,
     /// and no two majorities are the same.
     PartitionRing,
-    /// The leaseholder of the first range cut off from every other node.
+    /// The leaseholder of a random table's range cut off from every other node.
     PartitionLeaseholder,
     /// Every node's clock shifted by up to 40% of the maximum offset either way (so no
     /// two differ by more than 80% of it).
@@ -157,12 +157,13 @@ impl Schedule {
                 format!("ring: cut {}", cut.join(" "))
             }
             Nemesis::PartitionLeaseholder => {
-                let Some(l) = c.leader().await else {
+                let Some((l, range)) = c.some_leaseholder(|n| rng.below(n as u64) as usize).await
+                else {
                     return "no leaseholder to isolate".into();
                 };
                 let others: Vec<usize> = (0..n).filter(|&i| i != l).collect();
                 c.partition_between(&[l], &others);
-                format!("isolated leaseholder n{}", l + 1)
+                format!("isolated n{}, leaseholder of {range}", l + 1)
             }
             Nemesis::ClockSkew => {
                 let max = max_skew_ms();

@@ -129,6 +129,8 @@ async fn metrics_report_every_family_and_count_splits() {
     let families = [
         "cairn_replicas",
         "cairn_leaseholders",
+        "cairn_ranges",
+        "cairn_ranges_underreplicated",
         "cairn_raft_follower_lag_entries",
         "cairn_range_splits_total",
         "cairn_range_merges_total",
@@ -153,6 +155,11 @@ async fn metrics_report_every_family_and_count_splits() {
     }
     let (_, before) = scrape(leader).await.expect("scrape");
     assert!(sample(&before, "cairn_leaseholders") >= 1.0, "{before}");
+    assert_eq!(
+        sample(&before, "cairn_ranges"),
+        sample(&before, "cairn_leaseholders"),
+        "{before}"
+    );
     assert!(
         sample(&before, "cairn_raft_leader_changes_total") >= 1.0,
         "{before}"
@@ -350,4 +357,42 @@ fn element(dom: &str, start: &str, end: &str) -> String {
     let rest = &dom[from + start.len()..];
     let to = rest.find(end).unwrap_or(rest.len());
     rest[..to].to_string()
+}
+
+/// A range whose voter's node died counts as under-replicated at its leaseholder, and
+/// only then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_count_underreplicated_ranges_when_a_node_dies() {
+    let mut c = Cluster::start(3).await;
+    c.put(1, b"k", b"v").await.unwrap();
+    let leader = c.leaseholder(cairn_kv::RangeId(1)).expect("a leaseholder");
+    let http = c.node(leader).http_addr().to_string();
+    let scrape = || {
+        let http = http.clone();
+        async move {
+            tokio::task::spawn_blocking(move || http_get(&http, "/metrics"))
+                .await
+                .expect("scrape")
+                .1
+        }
+    };
+    let body = scrape().await;
+    assert!(sample(&body, "cairn_ranges") >= 1.0, "{body}");
+    assert_eq!(sample(&body, "cairn_ranges_underreplicated"), 0.0, "{body}");
+    let victim = (1..=3).find(|&i| i != leader).expect("a follower");
+    c.kill(victim).await;
+    // Once its liveness record expires (4.5 s), every range led here misses a voter.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = scrape().await;
+        let (ranges, under) = (
+            sample(&body, "cairn_ranges"),
+            sample(&body, "cairn_ranges_underreplicated"),
+        );
+        if ranges >= 1.0 && under == ranges {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

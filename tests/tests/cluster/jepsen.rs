@@ -28,7 +28,7 @@ async fn short_schedule(nemesis: Nemesis) {
         out: out.clone(),
     };
     let report = jepsen::run(CAIRN, config).await;
-    eprintln!("{report}");
+    eprintln!("{}\n{report}", report.nemesis_log.join("\n"));
     assert_eq!(report.faults(), 2, "{:?}", report.nemesis_log);
     assert!(report.valid(), "{report}");
     let _ = std::fs::remove_dir_all(out);

@@ -439,3 +439,79 @@ async fn a_replica_added_after_the_log_was_purged_catches_up_by_snapshot() {
         );
     }
 }
+
+/// Nodes asking to join while the first node is being initialised wait for it: the
+/// first node keeps id 1, and every joiner gets an id of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn joins_racing_init_never_take_the_first_nodes_id() {
+    cairn_tests::init_logging();
+    // The race is narrow (init's own id allocation against joiners' in the moment the
+    // first range starts serving): several rounds, each on a fresh node.
+    for _round in 0..20 {
+        init_with_joiners_racing().await;
+    }
+}
+
+async fn init_with_joiners_racing() {
+    use cairn_kv::NodeId;
+    use cairn_server::rpc::{RpcRequest, RpcResponse};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = cairn_server::NodeConfig::local(dir.path().join("n1"));
+    config.raft = cairn_tests::test_timing();
+    let first = cairn_server::Node::start(config).await.expect("start");
+    let addr = first.rpc_addr().to_string();
+    let done = Arc::new(AtomicBool::new(false));
+    // Joiners asking as fast as they can, as starting nodes do.
+    let joiners: Vec<_> = (0..32)
+        .map(|j| {
+            let (addr, done, transport) = (addr.clone(), done.clone(), first.transport().clone());
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    let ask = RpcRequest::Join {
+                        addr: format!("127.0.0.1:{}", 40000 + j),
+                    };
+                    if let Ok(RpcResponse::Join { node_id, .. }) = transport
+                        .call_addr(&addr, ask, Duration::from_secs(10))
+                        .await
+                    {
+                        ids.push(node_id);
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let init = first
+        .transport()
+        .call_addr(&addr, RpcRequest::Init, Duration::from_secs(30))
+        .await;
+    assert!(
+        matches!(init, Ok(RpcResponse::Init { node_id: NodeId(1) })),
+        "{init:?}"
+    );
+    // A few joins after the init, too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    done.store(true, Ordering::Relaxed);
+    let mut ids = Vec::new();
+    for j in joiners {
+        ids.extend(j.await.expect("joiner"));
+    }
+    assert!(!ids.is_empty(), "no join was answered");
+    assert!(
+        !ids.contains(&NodeId(1)),
+        "a joiner took node 1's id: {ids:?}"
+    );
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "an id was handed out twice: {ids:?}"
+    );
+    first.shutdown().await;
+}
