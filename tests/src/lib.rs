@@ -80,12 +80,11 @@ impl Cluster {
             request_timeout: Duration::from_secs(3),
             tweak: Arc::new(tweak),
         };
-        // The first node starts alone; the others join it.
-        for i in 0..n {
-            let node = c.start_node(i, None).await;
-            c.addrs.push(node.rpc_addr().to_string());
-            c.nodes.push(Some(node));
-        }
+        // The first node starts alone and is initialised; the others join it one at a
+        // time, so that node i (1-based) gets node id i, as tests assume.
+        let node = c.start_node(0, None).await;
+        c.addrs.push(node.rpc_addr().to_string());
+        c.nodes.push(Some(node));
         let first = c.node(1).clone();
         let transport = first.transport().clone();
         match transport
@@ -95,10 +94,21 @@ impl Cluster {
             Ok(RpcResponse::Init { node_id }) => assert_eq!(node_id, NodeId(1)),
             other => panic!("init failed: {other:?}"),
         }
-        c.wait_until(Duration::from_secs(30), "all nodes serve", |c| {
-            c.nodes.iter().flatten().all(|n| n.is_serving())
-        })
-        .await;
+        for i in 1..n {
+            let node = c.start_node(i, None).await;
+            c.addrs.push(node.rpc_addr().to_string());
+            c.nodes.push(Some(node));
+            c.wait_until(Duration::from_secs(30), "the new node serves", |c| {
+                c.nodes.iter().flatten().all(|n| n.is_serving())
+            })
+            .await;
+            assert_eq!(
+                c.node(i + 1).node_id(),
+                Some(NodeId(i as u64 + 1)),
+                "node {} joined with another id",
+                i + 1
+            );
+        }
         let voters = n.min(3);
         c.wait_for_voters(RangeId(1), voters).await;
         c
