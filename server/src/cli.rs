@@ -468,10 +468,11 @@ async fn run_demo(args: DemoArgs) -> Result<(), String> {
         nodes.len(),
         root.display()
     );
-    for (i, n) in nodes.iter().enumerate() {
+    for n in &nodes {
+        // Node ids follow the order the nodes joined in, not the order they started.
+        let id = n.node_id().map(|id| id.to_string()).unwrap_or_default();
         println!(
-            "  node {}: rpc {}  http http://{}/_status/ranges  sql postgresql://root@{}/defaultdb?sslmode=disable",
-            i + 1,
+            "  {id}: rpc {}  console http://{}/  sql postgresql://root@{}/defaultdb?sslmode=disable",
             n.rpc_addr(),
             n.http_addr(),
             n.sql_addr()
