@@ -174,21 +174,22 @@ async fn metrics_report_every_family_and_count_splits() {
     );
 }
 
+/// The body of `/metrics` at the HTTP address `http`.
+async fn scrape_metrics(http: &str) -> String {
+    let http = http.to_string();
+    tokio::task::spawn_blocking(move || http_get(&http, "/metrics"))
+        .await
+        .expect("scrape")
+        .1
+}
+
 /// The transaction, SQL and log families count what SQL clients do: statements by kind,
 /// connections, commits, a restart by its reason, Raft commits and log syncs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_count_statements_transactions_and_connections() {
     let c = Cluster::start(3).await;
     let http = c.node(1).http_addr().to_string();
-    let scrape = || {
-        let http = http.clone();
-        async move {
-            tokio::task::spawn_blocking(move || http_get(&http, "/metrics"))
-                .await
-                .expect("scrape")
-                .1
-        }
-    };
+    let scrape = || scrape_metrics(&http);
     let connect = || async {
         let url = format!("postgresql://root@{}/defaultdb", c.node(1).sql_addr());
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -367,15 +368,7 @@ async fn metrics_count_underreplicated_ranges_when_a_node_dies() {
     c.put(1, b"k", b"v").await.unwrap();
     let leader = c.leaseholder(cairn_kv::RangeId(1)).expect("a leaseholder");
     let http = c.node(leader).http_addr().to_string();
-    let scrape = || {
-        let http = http.clone();
-        async move {
-            tokio::task::spawn_blocking(move || http_get(&http, "/metrics"))
-                .await
-                .expect("scrape")
-                .1
-        }
-    };
+    let scrape = || scrape_metrics(&http);
     let body = scrape().await;
     assert!(sample(&body, "cairn_ranges") >= 1.0, "{body}");
     assert_eq!(sample(&body, "cairn_ranges_underreplicated"), 0.0, "{body}");
