@@ -13,6 +13,11 @@
 //! queued after an append lands after it), and a job is completed only after its batch
 //! is durable.
 //!
+//! A job queued with [`LogWriter::submit_unsynced`] (the committed index, which openraft
+//! lets a store lose) needs no sync of its own: a batch made only of such jobs is
+//! written without one, and becomes durable with the next synced batch, since the
+//! engine's log keeps writes in order.
+//!
 //! HAZARD: a failed write fails every job of its batch. The Raft groups treat that as a
 //! storage error and stop; the node must not carry on as if the entries were durable.
 
@@ -30,6 +35,7 @@ pub type Completion = Box<dyn FnOnce(Result<(), cairn_kv::Error>) + Send>;
 struct Job {
     batch: WriteBatch,
     done: Completion,
+    sync: bool,
 }
 
 /// Counters of the writer's work, for benchmarks and metrics.
@@ -37,8 +43,10 @@ struct Job {
 pub struct LogWriterStats {
     /// Jobs written.
     pub jobs: AtomicU64,
-    /// WAL syncs (engine writes) done.
+    /// WAL syncs (synced engine writes) done.
     pub syncs: AtomicU64,
+    /// Engine writes done without a sync (batches of unsynced jobs only).
+    pub unsynced_writes: AtomicU64,
     /// Total time spent in synced writes, in microseconds.
     pub sync_micros: AtomicU64,
     /// Seconds each synced write (the write-ahead log's fsync) took.
@@ -50,6 +58,7 @@ impl Default for LogWriterStats {
         LogWriterStats {
             jobs: AtomicU64::default(),
             syncs: AtomicU64::default(),
+            unsynced_writes: AtomicU64::default(),
             sync_micros: AtomicU64::default(),
             sync_latency: crate::store::latency_histogram(),
         }
@@ -85,7 +94,25 @@ impl LogWriter {
 
     /// Queues `batch`; `done` runs on the writer thread once it is durable.
     pub fn submit(&self, batch: WriteBatch, done: Completion) {
-        let job = Job { batch, done };
+        self.queue(Job {
+            batch,
+            done,
+            sync: true,
+        });
+    }
+
+    /// Queues `batch` to be written in order with the other jobs, without waiting for
+    /// a sync of its own: it is durable once a later synced batch is. For state whose
+    /// loss in a crash is harmless.
+    pub fn submit_unsynced(&self, batch: WriteBatch) {
+        self.queue(Job {
+            batch,
+            done: Box::new(|_| {}),
+            sync: false,
+        });
+    }
+
+    fn queue(&self, job: Job) {
         let sent = match &self.tx {
             Some(tx) => tx.send(job).map_err(|e| e.0),
             None => Err(job),
@@ -134,10 +161,12 @@ fn run(engine: Arc<dyn Engine>, rx: mpsc::Receiver<Job>, stats: Arc<LogWriterSta
     while let Ok(first) = rx.recv() {
         let mut merged = WriteBatch::new();
         let mut dones = Vec::new();
+        let mut sync = false;
         let mut next = Some(first);
         while let Some(job) = next {
             merged.append(job.batch);
             dones.push(job.done);
+            sync |= job.sync;
             next = if dones.len() < MAX_JOBS_PER_WRITE {
                 rx.try_recv().ok()
             } else {
@@ -145,12 +174,16 @@ fn run(engine: Arc<dyn Engine>, rx: mpsc::Receiver<Job>, stats: Arc<LogWriterSta
             };
         }
         let started = Instant::now();
-        let result = engine.write(merged, true);
-        let took = started.elapsed();
-        stats.sync_latency.observe(took.as_secs_f64());
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        stats.syncs.fetch_add(1, Ordering::Relaxed);
-        stats.sync_micros.fetch_add(micros, Ordering::Relaxed);
+        let result = engine.write(merged, sync);
+        if sync {
+            let took = started.elapsed();
+            stats.sync_latency.observe(took.as_secs_f64());
+            let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            stats.syncs.fetch_add(1, Ordering::Relaxed);
+            stats.sync_micros.fetch_add(micros, Ordering::Relaxed);
+        } else {
+            stats.unsynced_writes.fetch_add(1, Ordering::Relaxed);
+        }
         stats.jobs.fetch_add(dones.len() as u64, Ordering::Relaxed);
         if let Err(e) = &result {
             tracing::error!(error = %e, "raft log write failed");
@@ -199,5 +232,64 @@ mod tests {
         let s = writer.stats();
         assert_eq!(s.jobs.load(Ordering::Relaxed), 100);
         assert!(s.syncs.load(Ordering::Relaxed) <= 100);
+    }
+
+    /// An engine that records the sync flag of each write.
+    struct SyncLog {
+        inner: Memory,
+        syncs: parking_lot::Mutex<Vec<bool>>,
+    }
+
+    impl Reader for SyncLog {
+        fn get(&self, space: Space, key: &[u8]) -> cairn_kv::Result<Option<Vec<u8>>> {
+            self.inner.get(space, key)
+        }
+        fn iter(
+            &self,
+            space: Space,
+            lower: &[u8],
+            upper: Option<&[u8]>,
+        ) -> cairn_kv::Result<Box<dyn cairn_kv::storage::EngineIterator + '_>> {
+            self.inner.iter(space, lower, upper)
+        }
+    }
+
+    impl Engine for SyncLog {
+        fn write(&self, batch: WriteBatch, sync: bool) -> cairn_kv::Result<()> {
+            self.syncs.lock().push(sync);
+            self.inner.write(batch, sync)
+        }
+        fn snapshot(&self) -> Box<dyn cairn_kv::storage::Snapshot> {
+            self.inner.snapshot()
+        }
+    }
+
+    #[tokio::test]
+    async fn unsynced_jobs_alone_are_written_without_a_sync_and_in_order() {
+        let engine = Arc::new(SyncLog {
+            inner: Memory::new(),
+            syncs: Default::default(),
+        });
+        let writer = LogWriter::start(engine.clone()).unwrap();
+        let put = |v: u8| {
+            let mut b = WriteBatch::new();
+            b.put(Space::Raft, b"k".to_vec(), vec![v]);
+            b
+        };
+        writer.write(put(1)).await.unwrap();
+        writer.submit_unsynced(put(2));
+        // Queued behind the unsynced job: once it is durable, so is the job before it.
+        writer.write(put(3)).await.unwrap();
+        assert_eq!(engine.get(Space::Raft, b"k").unwrap(), Some(vec![3]));
+        let syncs = engine.syncs.lock().clone();
+        // The unsynced job was written on its own without a sync, or merged into the
+        // synced batch after it; every synced job got a sync.
+        assert!(
+            syncs == [true, false, true] || syncs == [true, true],
+            "{syncs:?}"
+        );
+        let s = writer.stats();
+        assert_eq!(s.syncs.load(Ordering::Relaxed), 2);
+        assert_eq!(s.jobs.load(Ordering::Relaxed), 3);
     }
 }

@@ -749,16 +749,25 @@ impl<'a> Executor<'a> {
         }
         let simple =
             matches!(on_conflict, OnConflict::Error) && !table.indexes.iter().any(|i| i.unique);
+        let blind = replaces_whole_row(table, on_conflict);
         let mut out = Outcome::default();
-        if simple {
-            // One batch: conditional puts of the rows (failing on an existing key) and
-            // puts of their index entries.
+        if simple || blind {
+            // One batch: conditional puts of the rows (failing on an existing key), or,
+            // for an upsert that replaces whole rows of a table without secondary
+            // indexes, blind puts (no read first: nothing of an existing row survives
+            // and no index entry of it needs removing); and puts of their index entries.
             let mut reqs = Vec::with_capacity(rows.len() * (1 + table.indexes.len()));
             for row in &rows {
-                reqs.push(Request::ConditionalPut {
-                    key: rowcodec::primary_key(table, row)?,
-                    value: rowcodec::encode_row_value(table, row),
-                    expected: None,
+                let key = rowcodec::primary_key(table, row)?;
+                let value = rowcodec::encode_row_value(table, row);
+                reqs.push(if blind {
+                    Request::Put { key, value }
+                } else {
+                    Request::ConditionalPut {
+                        key,
+                        value,
+                        expected: None,
+                    }
                 });
                 for ix in &table.indexes {
                     reqs.push(Request::Put {
@@ -776,7 +785,11 @@ impl<'a> Executor<'a> {
             }
             return Ok(out);
         }
-        for row in rows {
+        let last = rows.len().saturating_sub(1);
+        for (i, row) in rows.into_iter().enumerate() {
+            // The last row's writes may go with the commit; earlier rows' must be
+            // visible to the reads of the rows after them.
+            let final_row = i == last;
             let pk = rowcodec::primary_key(table, &row)?;
             let existing = match self.txn.get(&pk).await? {
                 Some(v) => Some(rowcodec::decode_row(table, &pk, &v)?),
@@ -788,7 +801,7 @@ impl<'a> Executor<'a> {
             };
             match (conflict, on_conflict) {
                 (None, _) => {
-                    self.write_row(table, None, &row).await?;
+                    self.write_row(table, None, &row, final_row).await?;
                     out.affected += 1;
                     if let Some(ret) = returning {
                         let r = self.project(ret, &row).await?;
@@ -823,7 +836,7 @@ impl<'a> Executor<'a> {
                     {
                         return Err(duplicate_key(table, &table.primary));
                     }
-                    self.write_row(table, Some(&old), &new).await?;
+                    self.write_row(table, Some(&old), &new, final_row).await?;
                     out.affected += 1;
                     if let Some(ret) = returning {
                         let r = self.project(ret, &new).await?;
@@ -873,8 +886,19 @@ impl<'a> Executor<'a> {
     }
 
     /// Writes `new` over `old` (or as a new row): the row and every index entry.
-    async fn write_row(&mut self, table: &TableDesc, old: Option<&Row>, new: &Row) -> Result<()> {
+    /// Replaces `old` with `new`; the statement's `last` write may be kept for the commit
+    /// (see [`Executor::defer_final_writes`]).
+    async fn write_row(
+        &mut self,
+        table: &TableDesc,
+        old: Option<&Row>,
+        new: &Row,
+        last: bool,
+    ) -> Result<()> {
         let reqs = self.row_change(table, old, Some(new))?;
+        if last {
+            return self.send_final(table, reqs).await;
+        }
         self.txn
             .send(reqs)
             .await
@@ -1051,6 +1075,28 @@ impl Deferred {
             None => e.into(),
         }
     }
+}
+
+/// Whether `on_conflict` makes an existing row exactly the proposed one: an upsert of
+/// every column but the key, with no condition, on a table without secondary indexes.
+/// Then the rows can be written blind, without reading what they replace.
+fn replaces_whole_row(table: &TableDesc, on_conflict: &OnConflict) -> bool {
+    let OnConflict::DoUpdate { sets, filter: None } = on_conflict else {
+        return false;
+    };
+    if !table.indexes.is_empty() {
+        return false;
+    }
+    let Ok(pk) = table.primary_positions() else {
+        return false;
+    };
+    let width = table.columns.len();
+    // Every assignment takes the proposed value, and every column but the key has one.
+    sets.iter().all(|(pos, e)| *e == Expr::Column(width + pos))
+        && (0..width).filter(|p| !pk.contains(p)).all(|p| {
+            sets.iter()
+                .any(|(pos, e)| *pos == p && *e == Expr::Column(width + p))
+        })
 }
 
 /// A value cast to a key column's type, or None when no value of the type can equal

@@ -38,6 +38,11 @@ impl NodeDialer for OneNode {
 
 /// A bootstrapped single-node cluster with its SQL server.
 pub async fn single_node() -> Arc<SqlServer> {
+    single_node_with_store().await.0
+}
+
+/// [`single_node`], and its store (to look at its ranges' Raft logs).
+pub async fn single_node_with_store() -> (Arc<SqlServer>, Arc<Store>) {
     let clock = Arc::new(Clock::system());
     let config = StoreConfig {
         node_id: NodeId(1),
@@ -61,10 +66,10 @@ pub async fn single_node() -> Arc<SqlServer> {
     ));
     store.set_cluster_sender(dist.clone());
     // The store lives as long as the process; tests are short.
-    std::mem::forget(store);
+    std::mem::forget(store.clone());
     let server = SqlServer::new(Db::new(dist, clock), 1);
     server.bootstrap(None).await.expect("catalog bootstrap");
-    server
+    (server, store)
 }
 
 /// A session as a sqllogictest database, printing values as Postgres' simple query

@@ -3,8 +3,10 @@
 
 use sqllogictest::Runner;
 
+use crate::session::ExecResult;
 use crate::slt;
 use crate::testing::{LocalDb, single_node, slt_dir};
+use crate::types::Value;
 
 async fn tally(file: &std::path::Path) -> slt::Tally {
     let server = single_node().await;
@@ -91,4 +93,61 @@ async fn virtual_tables_rows_match_their_columns() {
         }
     }
     txn.rollback().await;
+}
+
+/// An implicit transaction that upserts one row commits in one Raft command (a
+/// one-phase commit): the row's write goes with the EndTxn, whether the upsert writes
+/// blind (it replaces the whole row) or reads the row first (it keeps some columns).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_implicit_single_row_upsert_is_one_raft_command() {
+    let (server, store) = crate::testing::single_node_with_store().await;
+    let mut session = server.session("root", "defaultdb");
+    let mut run = async |sql: &str| {
+        let mut results = session.simple_query(sql).await;
+        results.pop().expect("a result").expect(sql)
+    };
+    run("CREATE TABLE kv (k INT8 PRIMARY KEY, v TEXT)").await;
+    run("CREATE TABLE kvw (k INT8 PRIMARY KEY, v TEXT, w INT8 DEFAULT 7)").await;
+    run("INSERT INTO kvw VALUES (1, 'a', 5)").await;
+    // Entries appended to every Raft log of the store so far.
+    let entries = || -> u64 {
+        store
+            .replicas()
+            .iter()
+            .map(|r| r.group().status().last_log_index)
+            .sum()
+    };
+    for sql in [
+        "UPSERT INTO kv VALUES (1, 'new')",
+        "UPSERT INTO kv VALUES (1, 'replaced')",
+        "INSERT INTO kv VALUES (1, 'x') ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+        // Keeps w: reads the row, then writes it with the commit.
+        "UPSERT INTO kvw (k, v) VALUES (1, 'b')",
+        "INSERT INTO kvw VALUES (2, 'c', 1) ON CONFLICT (k) DO NOTHING",
+    ] {
+        let before = entries();
+        run(sql).await;
+        assert_eq!(entries() - before, 1, "{sql}");
+    }
+    let rows = |r: ExecResult| match r {
+        ExecResult::Rows { rows, .. } => rows,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        rows(run("SELECT k, v FROM kv").await),
+        vec![vec![Value::Int(1), Value::Text("x".into())]]
+    );
+    assert_eq!(
+        rows(run("SELECT k, v, w FROM kvw ORDER BY k").await),
+        vec![
+            vec![Value::Int(1), Value::Text("b".into()), Value::Int(5)],
+            vec![Value::Int(2), Value::Text("c".into()), Value::Int(1)],
+        ]
+    );
+    // Two rows for one key in one statement: the later one wins, as before.
+    run("UPSERT INTO kvw (k, v) VALUES (3, 'p'), (3, 'q')").await;
+    assert_eq!(
+        rows(run("SELECT k, v, w FROM kvw WHERE k = 3").await),
+        vec![vec![Value::Int(3), Value::Text("q".into()), Value::Int(7)]]
+    );
 }

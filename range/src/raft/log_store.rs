@@ -246,11 +246,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Queued behind the appends it refers to; no need to wait for the sync.
+        // Queued behind the appends it refers to, and not synced: openraft lets a store
+        // lose it (a restart re-learns it from the leader, and takes the applied index
+        // when that is higher), so it costs no fsync of its own.
         let key = keys::raft_committed_key(self.range_id());
         let mut b = WriteBatch::new();
         b.put(Space::Raft, key.clone(), encode(&key, &committed)?);
-        self.inner.writer.submit(b, Box::new(|_| {}));
+        self.inner.writer.submit_unsynced(b);
         Ok(())
     }
 
