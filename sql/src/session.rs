@@ -59,6 +59,28 @@ enum Work<'a> {
 /// How many times an implicit transaction restarts after a serialization failure.
 pub const MAX_IMPLICIT_RETRIES: u32 = 50;
 
+/// How many times a statement of an explicit transaction runs again at a higher
+/// timestamp (see [`Session::run_statement_in_txn`]) before the transaction is left to
+/// fail its commit.
+const MAX_STATEMENT_RESTARTS: u32 = 5;
+
+impl Work<'_> {
+    /// A statement that reads and writes rows only in its transaction, so that it can
+    /// be undone and run again.
+    fn is_data_statement(&self) -> bool {
+        matches!(
+            self,
+            Work::Statement(
+                ast::Statement::Query(_)
+                    | ast::Statement::Insert(_)
+                    | ast::Statement::Update(_)
+                    | ast::Statement::Delete(_),
+                _
+            )
+        )
+    }
+}
+
 /// One range as SHOW RANGES and EXPLAIN describe it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RangeRow {
@@ -1236,7 +1258,7 @@ impl Session {
     async fn execute_in_txn(&mut self, work: &Work<'_>) -> Result<(ExecResult, u64)> {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Open(mut txn) => {
-                let r = self.run_work(&mut txn, work, None).await;
+                let r = self.run_statement_in_txn(&mut txn, work).await;
                 self.state = if r.is_ok() {
                     State::Open(txn)
                 } else {
@@ -1281,6 +1303,41 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// Runs work in an explicit transaction. When a data statement's writes were pushed
+    /// above the transaction's read timestamp (a newer version, or a read by someone
+    /// else), the read timestamp moves up now, refreshing the reads so far. If only the
+    /// statement's own reads stand in the way (a row it read was written by someone
+    /// else before it wrote the row back: the lost update an UPDATE's read and write
+    /// race against), the statement is undone and runs again at the new timestamp,
+    /// rather than the commit failing with 40001.
+    async fn run_statement_in_txn(
+        &self,
+        txn: &mut Txn,
+        work: &Work<'_>,
+    ) -> Result<(ExecResult, u64)> {
+        if !work.is_data_statement() {
+            return self.run_work(txn, work, None).await;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let start = txn.statement_start();
+            let pushed_before = txn.write_ts();
+            let r = self.run_work(txn, work, None).await?;
+            if txn.write_ts() == pushed_before || txn.refresh_pushed().await? {
+                return Ok(r);
+            }
+            if attempt >= MAX_STATEMENT_RESTARTS || !txn.restart_statement(start).await? {
+                // An earlier read no longer holds: the commit will fail, as it must.
+                return Ok(r);
+            }
+            tracing::debug!(
+                attempt,
+                "statement runs again at its transaction's new timestamp"
+            );
         }
     }
 

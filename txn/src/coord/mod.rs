@@ -54,7 +54,7 @@ mod heartbeater;
 mod refresher;
 mod txn;
 
-pub use txn::{Db, Savepoint, Txn};
+pub use txn::{Db, Savepoint, StatementStart, Txn};
 
 use cairn_kv::api;
 

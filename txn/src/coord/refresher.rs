@@ -20,6 +20,16 @@ use crate::DistSender;
 #[derive(Default)]
 pub struct Refresher {
     spans: Vec<Span>,
+    /// Times the spans were condensed (rewritten): a [`ReadMark`] taken before is void.
+    condensed: u64,
+}
+
+/// How far the recorded reads went at some point: the reads before it can be refreshed
+/// on their own, and the ones after it dropped (see [`crate::Txn::restart_statement`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadMark {
+    len: usize,
+    condensed: u64,
 }
 
 impl Refresher {
@@ -28,11 +38,36 @@ impl Refresher {
         for r in requests.iter().filter(|r| r.is_read()) {
             self.spans.push(r.span());
         }
+        let before = self.spans.len();
         super::txn::condense_spans(&mut self.spans);
+        if self.spans.len() != before {
+            self.condensed += 1;
+        }
     }
 
     pub fn clear(&mut self) {
         self.spans.clear();
+        self.condensed += 1;
+    }
+
+    pub fn mark(&self) -> ReadMark {
+        ReadMark {
+            len: self.spans.len(),
+            condensed: self.condensed,
+        }
+    }
+
+    /// The reads recorded before `mark`, or `None` if they can no longer be told apart
+    /// from the later ones.
+    fn before(&self, mark: ReadMark) -> Option<&[Span]> {
+        (mark.condensed == self.condensed && mark.len <= self.spans.len())
+            .then(|| &self.spans[..mark.len])
+    }
+
+    /// Forgets the reads recorded after `mark` (it must be valid: see
+    /// [`Refresher::refresh_before`]).
+    pub fn truncate(&mut self, mark: ReadMark) {
+        self.spans.truncate(mark.len);
     }
 
     /// Checks that every read made at `from` still holds at `to`. `Ok(false)` if one
@@ -44,30 +79,55 @@ impl Refresher {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<bool, api::Error> {
-        if self.spans.is_empty() || to <= from {
-            return Ok(true);
+        refresh_spans(&self.spans, dist, txn, from, to).await
+    }
+
+    /// Like [`Refresher::refresh`], for the reads recorded before `mark` only; `Ok(false)`
+    /// also when the mark is void.
+    pub async fn refresh_before(
+        &self,
+        mark: ReadMark,
+        dist: &DistSender,
+        txn: &TxnMeta,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<bool, api::Error> {
+        match self.before(mark) {
+            Some(spans) => refresh_spans(spans, dist, txn, from, to).await,
+            None => Ok(false),
         }
-        let requests = self
-            .spans
-            .iter()
-            .map(|s| Request::Refresh {
-                span: s.clone(),
-                from,
-            })
-            .collect();
-        let batch = BatchRequest {
-            header: Header {
-                range_id: RangeId(0),
-                timestamp: to,
-                txn: Some(txn.clone()),
-                ..Header::default()
-            },
-            requests,
-        };
-        match dist.send(batch).await {
-            Ok(_) => Ok(true),
-            Err(api::Error::Kv(cairn_kv::Error::RefreshFailed { .. })) => Ok(false),
-            Err(e) => Err(e),
-        }
+    }
+}
+
+async fn refresh_spans(
+    spans: &[Span],
+    dist: &DistSender,
+    txn: &TxnMeta,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<bool, api::Error> {
+    if spans.is_empty() || to <= from {
+        return Ok(true);
+    }
+    let requests = spans
+        .iter()
+        .map(|s| Request::Refresh {
+            span: s.clone(),
+            from,
+        })
+        .collect();
+    let batch = BatchRequest {
+        header: Header {
+            range_id: RangeId(0),
+            timestamp: to,
+            txn: Some(txn.clone()),
+            ..Header::default()
+        },
+        requests,
+    };
+    match dist.send(batch).await {
+        Ok(_) => Ok(true),
+        Err(api::Error::Kv(cairn_kv::Error::RefreshFailed { .. })) => Ok(false),
+        Err(e) => Err(e),
     }
 }

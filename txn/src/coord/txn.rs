@@ -12,7 +12,7 @@ use cairn_kv::mvcc::TxnMeta;
 use cairn_kv::{Error, NodeId, RangeId, Timestamp, TxnId};
 
 use super::heartbeater::Heartbeater;
-use super::refresher::Refresher;
+use super::refresher::{ReadMark, Refresher};
 use super::{RetryReason, TxnError};
 use crate::DistSender;
 
@@ -104,6 +104,14 @@ impl Db {
 pub struct Savepoint {
     seq: u32,
     epoch: u32,
+}
+
+/// Where a statement began: its savepoint and how far the reads had gone (see
+/// [`Txn::restart_statement`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatementStart {
+    savepoint: Savepoint,
+    reads: ReadMark,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -315,6 +323,62 @@ impl Txn {
             self.meta.ignored.push((savepoint.seq + 1, self.meta.seq));
         }
         Ok(())
+    }
+
+    /// Where a statement starts: what [`Txn::restart_statement`] returns to.
+    pub fn statement_start(&self) -> StatementStart {
+        StatementStart {
+            savepoint: self.savepoint(),
+            reads: self.refresher.mark(),
+        }
+    }
+
+    /// Moves the read timestamp up to the write timestamp now, if writes pushed the
+    /// latter (refreshing every read so far), rather than at the commit. `Ok(false)` if
+    /// a read no longer holds there; the transaction is then unchanged.
+    pub async fn refresh_pushed(&mut self) -> Result<bool, TxnError> {
+        self.check_live()?;
+        let to = self.meta.write_ts;
+        if to <= self.read_ts {
+            return Ok(true);
+        }
+        let ok = self
+            .refresher
+            .refresh(&self.dist, &self.meta, self.read_ts, to)
+            .await
+            .map_err(|e| self.classify(e))?;
+        if ok {
+            self.read_ts = to;
+        }
+        Ok(ok)
+    }
+
+    /// Undoes the statement that began at `start` so that it can run again at the
+    /// write timestamp, when it was only the statement's own reads that kept the
+    /// transaction from moving there (a row it read was written by someone else before
+    /// it wrote the row back): the reads before it are refreshed, its writes undone (as
+    /// by a savepoint) and its reads forgotten. The transaction is then as if the
+    /// statement had not run and everything before it had run at the new timestamp.
+    /// `Ok(false)` if an earlier read no longer holds either (the whole transaction must
+    /// restart); the transaction is then unchanged.
+    pub async fn restart_statement(&mut self, start: StatementStart) -> Result<bool, TxnError> {
+        self.check_live()?;
+        if start.savepoint.epoch != self.meta.epoch {
+            return Ok(false);
+        }
+        let to = self.meta.write_ts;
+        let ok = self
+            .refresher
+            .refresh_before(start.reads, &self.dist, &self.meta, self.read_ts, to)
+            .await
+            .map_err(|e| self.classify(e))?;
+        if !ok {
+            return Ok(false);
+        }
+        self.rollback_to_savepoint(start.savepoint)?;
+        self.refresher.truncate(start.reads);
+        self.read_ts = to;
+        Ok(true)
     }
 
     async fn send_one(&mut self, req: Request) -> Result<Response, TxnError> {
