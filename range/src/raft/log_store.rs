@@ -9,9 +9,13 @@
 //!
 //! Appends are handed to the store's group-commit writer and acknowledged to openraft
 //! (its `IOFlushed` callback) once the writer's synced batch holds them. Until then they
-//! sit in `pending`, so that they are readable as soon as `append` returns, as openraft
-//! requires. Every other write (vote, truncation, purge) also goes through the writer,
-//! so writes reach the disk in the order openraft issued them.
+//! are held in memory (`recent`), so that they are readable as soon as `append` returns,
+//! as openraft requires. Every other write (vote, truncation, purge) also goes through
+//! the writer, so writes reach the disk in the order openraft issued them.
+//!
+//! Written entries stay held too, the newest [`RECENT_BYTES`] of them: the replication
+//! streams to followers and the state machine read each entry right after it is
+//! appended, and are served from memory instead of the engine.
 //!
 //! Every stored value carries a checksum of its key and body; a mismatch is an IO error,
 //! which openraft treats as fatal: the replica stops rather than apply a damaged entry.
@@ -86,11 +90,110 @@ struct Inner {
     range_id: RangeId,
     engine: Arc<dyn Engine>,
     writer: Arc<LogWriter>,
-    /// Entries handed to the writer but not yet confirmed written, by index.
-    /// Shared with the writer's completions, which must not hold the rest of `Inner`
-    /// (the writer itself among it): the writer thread would then drop its own last
-    /// handle, and could outlive everything else, holding the engine open.
-    pending: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    /// The newest entries: every one handed to the writer but not yet written, and
+    /// the newest written ones. Shared with the writer's completions, which must not
+    /// hold the rest of `Inner` (the writer itself among it): the writer thread would
+    /// then drop its own last handle, and could outlive everything else, holding the
+    /// engine open.
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// How many bytes of written entries a range's log keeps in memory.
+pub const RECENT_BYTES: usize = 256 * 1024;
+
+/// The newest entries of a log, contiguous by index. Entries not yet written are never
+/// dropped but by a truncation or a purge; written ones are dropped oldest first past
+/// [`RECENT_BYTES`].
+struct Recent {
+    entries: BTreeMap<u64, Held>,
+    /// Bytes of the written entries held.
+    written_bytes: usize,
+    /// At most this many bytes of written entries are held.
+    budget: usize,
+}
+
+struct Held {
+    entry: Entry,
+    bytes: usize,
+    written: bool,
+}
+
+impl Recent {
+    fn insert(&mut self, entry: Entry, bytes: usize) {
+        let held = Held {
+            entry,
+            bytes,
+            written: false,
+        };
+        if let Some(old) = self.entries.insert(held.entry.log_id.index, held) {
+            self.forget(&old);
+        }
+    }
+
+    /// `written` reached the disk: they may now be dropped to bound the memory held.
+    fn written(&mut self, written: &[LogId]) {
+        for id in written {
+            // Unless a later append replaced it.
+            if let Some(h) = self.entries.get_mut(&id.index)
+                && h.entry.log_id == *id
+                && !h.written
+            {
+                h.written = true;
+                self.written_bytes += h.bytes;
+            }
+        }
+        while self.written_bytes > self.budget {
+            let Some(first) = self.entries.first_entry() else {
+                break;
+            };
+            if !first.get().written {
+                break;
+            }
+            let h = first.remove();
+            self.forget(&h);
+        }
+    }
+
+    fn forget(&mut self, h: &Held) {
+        if h.written {
+            self.written_bytes -= h.bytes;
+        }
+    }
+
+    /// Drops the entries from index `from` on.
+    fn truncate(&mut self, from: u64) {
+        for h in self.entries.split_off(&from).into_values() {
+            self.forget(&h);
+        }
+    }
+
+    /// Drops the entries up to index `upto`.
+    fn purge(&mut self, upto: u64) {
+        let keep = self.entries.split_off(&upto.saturating_add(1));
+        for h in std::mem::replace(&mut self.entries, keep).into_values() {
+            self.forget(&h);
+        }
+    }
+
+    /// The entries of `[start, end)` (`None`: to the last), if all of them are held:
+    /// nothing at those indexes can be on disk that is not held, since the held entries
+    /// are the newest.
+    fn serve(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry>> {
+        let first = *self.entries.keys().next()?;
+        if start < first {
+            return None;
+        }
+        let out: Vec<Entry> = self
+            .entries
+            .range(start..end.unwrap_or(u64::MAX))
+            .map(|(_, h)| h.entry.clone())
+            .collect();
+        let contiguous = out
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.log_id.index == start + i as u64);
+        contiguous.then_some(out)
+    }
 }
 
 /// A range's log: a cheap handle, cloned for each of openraft's readers.
@@ -101,12 +204,26 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn new(range_id: RangeId, engine: Arc<dyn Engine>, writer: Arc<LogWriter>) -> Self {
+        Self::with_budget(range_id, engine, writer, RECENT_BYTES)
+    }
+
+    /// A log that holds at most `budget` bytes of written entries in memory.
+    fn with_budget(
+        range_id: RangeId,
+        engine: Arc<dyn Engine>,
+        writer: Arc<LogWriter>,
+        budget: usize,
+    ) -> Self {
         LogStore {
             inner: Arc::new(Inner {
                 range_id,
                 engine,
                 writer,
-                pending: Arc::new(Mutex::new(BTreeMap::new())),
+                recent: Arc::new(Mutex::new(Recent {
+                    entries: BTreeMap::new(),
+                    written_bytes: 0,
+                    budget,
+                })),
             }),
         }
     }
@@ -122,7 +239,7 @@ impl LogStore {
         }
     }
 
-    /// The last entry on disk (not counting pending ones).
+    /// The last entry on disk (not counting held ones).
     fn last_stored(&self) -> io::Result<Option<LogId>> {
         let prefix = keys::raft_log_prefix(self.range_id());
         let end = keys::prefix_end(&prefix);
@@ -165,11 +282,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let mut found: BTreeMap<u64, Entry> = BTreeMap::new();
         {
-            // Hold the pending set while reading the disk: an entry leaves the pending set
-            // only after it is written, so with the lock held every entry is in one or
-            // the other. (Reading them one after the other could miss an entry written
-            // and dropped from the pending set in between: a hole.)
-            let pending = self.inner.pending.lock();
+            // Hold the held set while reading the disk: an entry leaves it only after it
+            // is written, so with the lock held every entry is in one or the other.
+            // (Reading them one after the other could miss an entry written and dropped
+            // from the held set in between: a hole.)
+            let recent = self.inner.recent.lock();
+            if let Some(entries) = recent.serve(start, end) {
+                return Ok(entries);
+            }
             let mut it = self
                 .inner
                 .engine
@@ -189,9 +309,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 found.insert(index, entry);
                 it.next().map_err(storage)?;
             }
-            // Pending entries are newer than whatever the disk holds at their index.
-            for (i, e) in pending.range(start..end.unwrap_or(u64::MAX)) {
-                found.insert(*i, e.clone());
+            // Held entries are newer than whatever the disk holds at their index.
+            for (i, h) in recent.entries.range(start..end.unwrap_or(u64::MAX)) {
+                found.insert(*i, h.entry.clone());
             }
         }
         // Only a contiguous run from the first index found is a valid answer.
@@ -220,14 +340,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged: Option<LogId> =
             self.get(&keys::raft_truncated_state_key(self.range_id()))?;
-        let pending_last = self
+        let held_last = self
             .inner
-            .pending
+            .recent
             .lock()
+            .entries
             .values()
             .next_back()
-            .map(|e| e.log_id);
-        let last = pending_last.or(self.last_stored()?).or(last_purged);
+            .map(|h| h.entry.log_id);
+        let last = held_last.or(self.last_stored()?).or(last_purged);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -275,26 +396,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::new();
         let mut written = Vec::new();
         {
-            let mut pending = self.inner.pending.lock();
+            let mut recent = self.inner.recent.lock();
             for e in entries {
                 let key = keys::raft_log_key(range_id, e.log_id.index);
-                batch.put(Space::Raft, key.clone(), encode(&key, &e)?);
+                let value = encode(&key, &e)?;
+                let bytes = value.len();
+                batch.put(Space::Raft, key, value);
                 written.push(e.log_id);
-                pending.insert(e.log_id.index, e);
+                recent.insert(e, bytes);
             }
         }
-        let pending = self.inner.pending.clone();
+        let recent = self.inner.recent.clone();
         self.inner.writer.submit(
             batch,
             Box::new(move |res| {
                 if res.is_ok() {
-                    // Drop what is now on disk, unless a later append replaced it.
-                    let mut pending = pending.lock();
-                    for id in written {
-                        if pending.get(&id.index).is_some_and(|e| e.log_id == id) {
-                            pending.remove(&id.index);
-                        }
-                    }
+                    recent.lock().written(&written);
                 }
                 callback.io_completed(res.map_err(storage));
             }),
@@ -305,7 +422,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
         let range_id = self.range_id();
         let from = last.map(|l| l.index + 1).unwrap_or(0);
-        self.inner.pending.lock().split_off(&from);
+        self.inner.recent.lock().truncate(from);
         let mut b = WriteBatch::new();
         b.delete_range(
             Space::Raft,
@@ -317,11 +434,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
         let range_id = self.range_id();
-        {
-            let mut pending = self.inner.pending.lock();
-            let keep = pending.split_off(&(upto.index + 1));
-            *pending = keep;
-        }
+        self.inner.recent.lock().purge(upto.index);
         let key = keys::raft_truncated_state_key(range_id);
         let mut b = WriteBatch::new();
         // The purge point first, so the log's state is known even if it is now empty.
@@ -348,13 +461,14 @@ mod tests {
         }
     }
 
-    /// Appends race with the group-commit writer moving entries from the pending set to
-    /// disk; a reader must always see a contiguous log.
+    /// Appends race with the group-commit writer marking held entries written and
+    /// dropping the oldest (a small budget, so most reads merge disk and memory); a
+    /// reader must always see a contiguous log.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn readers_never_see_a_hole_while_appends_are_flushed() {
         let engine: Arc<dyn Engine> = Arc::new(Memory::new());
         let writer = Arc::new(LogWriter::start(engine.clone()).unwrap());
-        let mut log = LogStore::new(RangeId(7), engine, writer);
+        let mut log = LogStore::with_budget(RangeId(7), engine, writer, 512);
         let mut reader = log.clone();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -380,5 +494,97 @@ mod tests {
         assert!(reads.await.unwrap() > 0);
         let all = log.try_get_log_entries(1..).await.unwrap();
         assert_eq!(all.len(), 3000);
+    }
+
+    /// An engine that counts the iterators opened on it.
+    struct Counting {
+        inner: Memory,
+        iters: std::sync::atomic::AtomicUsize,
+    }
+
+    impl cairn_kv::storage::Reader for Counting {
+        fn get(&self, space: Space, key: &[u8]) -> cairn_kv::Result<Option<Vec<u8>>> {
+            self.inner.get(space, key)
+        }
+        fn iter(
+            &self,
+            space: Space,
+            lower: &[u8],
+            upper: Option<&[u8]>,
+        ) -> cairn_kv::Result<Box<dyn cairn_kv::storage::EngineIterator + '_>> {
+            self.iters
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.iter(space, lower, upper)
+        }
+    }
+
+    impl Engine for Counting {
+        fn write(&self, batch: WriteBatch, sync: bool) -> cairn_kv::Result<()> {
+            self.inner.write(batch, sync)
+        }
+        fn snapshot(&self) -> Box<dyn cairn_kv::storage::Snapshot> {
+            self.inner.snapshot()
+        }
+    }
+
+    /// The newest written entries are read from memory; older ones, past the budget,
+    /// from the engine; truncations and purges apply to both.
+    #[tokio::test]
+    async fn the_newest_written_entries_are_read_from_memory() {
+        let engine = Arc::new(Counting {
+            inner: Memory::new(),
+            iters: Default::default(),
+        });
+        let writer = Arc::new(LogWriter::start(engine.clone()).unwrap());
+        let one = encode(&keys::raft_log_key(RangeId(7), 1), &entry(1))
+            .unwrap()
+            .len();
+        // Room for 10 written entries.
+        let mut log = LogStore::with_budget(RangeId(7), engine.clone(), writer.clone(), 10 * one);
+        for i in 1..=30 {
+            log.append([entry(i)], IOFlushed::noop()).await.unwrap();
+        }
+        // The writer completes jobs in order: once this is written, so are the appends.
+        writer.write(WriteBatch::new()).await.unwrap();
+        let iters = || engine.iters.load(std::sync::atomic::Ordering::Relaxed);
+        let indexes = |es: Vec<Entry>| es.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+
+        let before = iters();
+        assert_eq!(
+            indexes(log.try_get_log_entries(21..=30).await.unwrap()),
+            (21..=30).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            indexes(log.try_get_log_entries(25..).await.unwrap()),
+            (25..=30).collect::<Vec<_>>()
+        );
+        assert_eq!(iters(), before, "held entries were read from the engine");
+
+        assert_eq!(
+            indexes(log.try_get_log_entries(5..25).await.unwrap()),
+            (5..25).collect::<Vec<_>>()
+        );
+        assert_eq!(iters(), before + 1, "older entries come from the engine");
+
+        // A truncation drops the held entries too; re-appended ones replace them.
+        log.truncate_after(Some(LogId::new_term_index(1, 27)))
+            .await
+            .unwrap();
+        let mut replaced = entry(28);
+        replaced.log_id = LogId::new_term_index(2, 28);
+        log.append([replaced], IOFlushed::noop()).await.unwrap();
+        writer.write(WriteBatch::new()).await.unwrap();
+        let tail = log.try_get_log_entries(26..).await.unwrap();
+        assert_eq!(indexes(tail.clone()), vec![26, 27, 28]);
+        assert_eq!(tail[2].log_id, LogId::new_term_index(2, 28));
+
+        // A purge drops them as well: nothing at or below it is served.
+        log.purge(LogId::new_term_index(1, 26)).await.unwrap();
+        assert_eq!(
+            indexes(log.try_get_log_entries(20..).await.unwrap()),
+            vec![27, 28]
+        );
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(LogId::new_term_index(2, 28)));
     }
 }
