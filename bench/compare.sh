@@ -61,7 +61,11 @@ for target in postgres cairn; do
   url=$PG_URL
   [ $target = cairn ] && url=$CAIRN_URL
   start=$(date +%s.%N)
-  pgbench -i -s 10 -q "$url" >"$work/$target-init.log" 2>&1
+  pgbench -i -s 10 -q "$url" >"$work/$target-init.log" 2>&1 || {
+    echo "pgbench -i failed on $target:" >&2
+    tail -20 "$work/$target-init.log" >&2
+    exit 1
+  }
   record "$target" "pgbench -i -s 10 (s)" "$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')"
   # Let the load's background work settle before measuring (in Cairn, resolving
   # the intents of the load's two big transactions takes 30-40 s).

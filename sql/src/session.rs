@@ -1308,11 +1308,11 @@ impl Session {
 
     /// Runs work in an explicit transaction. When a data statement's writes were pushed
     /// above the transaction's read timestamp (a newer version, or a read by someone
-    /// else), the read timestamp moves up now, refreshing the reads so far. If only the
-    /// statement's own reads stand in the way (a row it read was written by someone
-    /// else before it wrote the row back: the lost update an UPDATE's read and write
-    /// race against), the statement is undone and runs again at the new timestamp,
-    /// rather than the commit failing with 40001.
+    /// else), its own reads are checked at the new timestamp. If they no longer hold (a
+    /// row it read was written by someone else before it wrote the row back: the lost
+    /// update an UPDATE's read and write race against), and the reads before it still
+    /// do, the statement is undone and runs again at the new timestamp, rather than the
+    /// commit failing with 40001.
     async fn run_statement_in_txn(
         &self,
         txn: &mut Txn,
@@ -1327,7 +1327,7 @@ impl Session {
             let start = txn.statement_start();
             let pushed_before = txn.write_ts();
             let r = self.run_work(txn, work, None).await?;
-            if txn.write_ts() == pushed_before || txn.refresh_pushed().await? {
+            if txn.write_ts() == pushed_before || txn.statement_reads_hold(start).await? {
                 return Ok(r);
             }
             if attempt >= MAX_STATEMENT_RESTARTS || !txn.restart_statement(start).await? {

@@ -82,6 +82,22 @@ impl Refresher {
         refresh_spans(&self.spans, dist, txn, from, to).await
     }
 
+    /// Like [`Refresher::refresh`], for the reads recorded since `mark` only; `Ok(true)`
+    /// when the mark is void (they cannot be told apart: the commit checks them all).
+    pub async fn refresh_since(
+        &self,
+        mark: ReadMark,
+        dist: &DistSender,
+        txn: &TxnMeta,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<bool, api::Error> {
+        match self.before(mark) {
+            Some(_) => refresh_spans(&self.spans[mark.len..], dist, txn, from, to).await,
+            None => Ok(true),
+        }
+    }
+
     /// Like [`Refresher::refresh`], for the reads recorded before `mark` only; `Ok(false)`
     /// also when the mark is void.
     pub async fn refresh_before(

@@ -333,24 +333,21 @@ impl Txn {
         }
     }
 
-    /// Moves the read timestamp up to the write timestamp now, if writes pushed the
-    /// latter (refreshing every read so far), rather than at the commit. `Ok(false)` if
-    /// a read no longer holds there; the transaction is then unchanged.
-    pub async fn refresh_pushed(&mut self) -> Result<bool, TxnError> {
+    /// Whether the reads of the statement that began at `start` still hold at the
+    /// write timestamp, when its writes pushed that above the read timestamp (checking
+    /// only them, not the reads before: the commit checks all). `Ok(false)` means the
+    /// statement read something that was written before the statement wrote: it may
+    /// run again ([`Txn::restart_statement`]), or the commit will fail.
+    pub async fn statement_reads_hold(&mut self, start: StatementStart) -> Result<bool, TxnError> {
         self.check_live()?;
         let to = self.meta.write_ts;
         if to <= self.read_ts {
             return Ok(true);
         }
-        let ok = self
-            .refresher
-            .refresh(&self.dist, &self.meta, self.read_ts, to)
+        self.refresher
+            .refresh_since(start.reads, &self.dist, &self.meta, self.read_ts, to)
             .await
-            .map_err(|e| self.classify(e))?;
-        if ok {
-            self.read_ts = to;
-        }
-        Ok(ok)
+            .map_err(|e| self.classify(e))
     }
 
     /// Undoes the statement that began at `start` so that it can run again at the
