@@ -57,15 +57,15 @@ impl Refresher {
         }
     }
 
-    /// The reads recorded before `mark`, or `None` if they can no longer be told apart
-    /// from the later ones.
-    fn before(&self, mark: ReadMark) -> Option<&[Span]> {
+    /// The reads recorded before `mark` and those since, or `None` if they can no
+    /// longer be told apart (the spans were condensed since).
+    pub fn split(&self, mark: ReadMark) -> Option<(&[Span], &[Span])> {
         (mark.condensed == self.condensed && mark.len <= self.spans.len())
-            .then(|| &self.spans[..mark.len])
+            .then(|| self.spans.split_at(mark.len))
     }
 
     /// Forgets the reads recorded after `mark` (it must be valid: see
-    /// [`Refresher::refresh_before`]).
+    /// [`Refresher::split`]).
     pub fn truncate(&mut self, mark: ReadMark) {
         self.spans.truncate(mark.len);
     }
@@ -81,41 +81,10 @@ impl Refresher {
     ) -> Result<bool, api::Error> {
         refresh_spans(&self.spans, dist, txn, from, to).await
     }
-
-    /// Like [`Refresher::refresh`], for the reads recorded since `mark` only; `Ok(true)`
-    /// when the mark is void (they cannot be told apart: the commit checks them all).
-    pub async fn refresh_since(
-        &self,
-        mark: ReadMark,
-        dist: &DistSender,
-        txn: &TxnMeta,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<bool, api::Error> {
-        match self.before(mark) {
-            Some(_) => refresh_spans(&self.spans[mark.len..], dist, txn, from, to).await,
-            None => Ok(true),
-        }
-    }
-
-    /// Like [`Refresher::refresh`], for the reads recorded before `mark` only; `Ok(false)`
-    /// also when the mark is void.
-    pub async fn refresh_before(
-        &self,
-        mark: ReadMark,
-        dist: &DistSender,
-        txn: &TxnMeta,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<bool, api::Error> {
-        match self.before(mark) {
-            Some(spans) => refresh_spans(spans, dist, txn, from, to).await,
-            None => Ok(false),
-        }
-    }
 }
 
-async fn refresh_spans(
+/// Checks that every read of `spans` made at `from` still holds at `to`.
+pub(super) async fn refresh_spans(
     spans: &[Span],
     dist: &DistSender,
     txn: &TxnMeta,

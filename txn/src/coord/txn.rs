@@ -12,7 +12,7 @@ use cairn_kv::mvcc::TxnMeta;
 use cairn_kv::{Error, NodeId, RangeId, Timestamp, TxnId};
 
 use super::heartbeater::Heartbeater;
-use super::refresher::{ReadMark, Refresher};
+use super::refresher::{ReadMark, Refresher, refresh_spans};
 use super::{RetryReason, TxnError};
 use crate::DistSender;
 
@@ -344,10 +344,14 @@ impl Txn {
         if to <= self.read_ts {
             return Ok(true);
         }
-        self.refresher
-            .refresh_since(start.reads, &self.dist, &self.meta, self.read_ts, to)
-            .await
-            .map_err(|e| self.classify(e))
+        // Reads that cannot be told apart from earlier ones are left to the commit.
+        let result = match self.refresher.split(start.reads) {
+            Some((_, since)) => {
+                refresh_spans(since, &self.dist, &self.meta, self.read_ts, to).await
+            }
+            None => Ok(true),
+        };
+        result.map_err(|e| self.classify(e))
     }
 
     /// Undoes the statement that began at `start` so that it can run again at the
@@ -364,11 +368,13 @@ impl Txn {
             return Ok(false);
         }
         let to = self.meta.write_ts;
-        let ok = self
-            .refresher
-            .refresh_before(start.reads, &self.dist, &self.meta, self.read_ts, to)
-            .await
-            .map_err(|e| self.classify(e))?;
+        let result = match self.refresher.split(start.reads) {
+            Some((before, _)) => {
+                refresh_spans(before, &self.dist, &self.meta, self.read_ts, to).await
+            }
+            None => Ok(false),
+        };
+        let ok = result.map_err(|e| self.classify(e))?;
         if !ok {
             return Ok(false);
         }
