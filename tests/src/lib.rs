@@ -120,9 +120,10 @@ impl Cluster {
         config.request_timeout = self.request_timeout;
         config.liveness_interval = Duration::from_millis(300);
         config.liveness_ttl = Duration::from_secs(2);
-        if let Some(addr) = self.addrs.get(i) {
-            config.listen_addr = addr.clone();
-        }
+        config.listen_addr = match self.addrs.get(i) {
+            Some(addr) => addr.clone(),
+            None => format!("127.0.0.1:{}", unused_fixed_port()),
+        };
         if i > 0 {
             config.join = vec![self.addrs[0].clone()];
         }
@@ -474,4 +475,31 @@ pub async fn kill_restart_partition(
     log("heal");
     cluster.read().await.heal();
     victim
+}
+
+/// A port for a node's RPC listener that is free now and outside the kernel's range of
+/// ephemeral ports. A node restarted by a test listens on its old port again; a port
+/// from the ephemeral range (what binding port 0 gives) may meanwhile have become the
+/// local port of some outgoing connection, and the restart would fail ("address already
+/// in use").
+fn unused_fixed_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    // Spread the tests' choices (several test processes pick at once).
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let span = u32::from(high - low);
+    for k in 0..span {
+        let port =
+            low + u16::try_from((seed.wrapping_add(k.wrapping_mul(7919))) % span).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    0
 }
