@@ -234,42 +234,9 @@ mod tests {
         assert!(s.syncs.load(Ordering::Relaxed) <= 100);
     }
 
-    /// An engine that records the sync flag of each write.
-    struct SyncLog {
-        inner: Memory,
-        syncs: parking_lot::Mutex<Vec<bool>>,
-    }
-
-    impl Reader for SyncLog {
-        fn get(&self, space: Space, key: &[u8]) -> cairn_kv::Result<Option<Vec<u8>>> {
-            self.inner.get(space, key)
-        }
-        fn iter(
-            &self,
-            space: Space,
-            lower: &[u8],
-            upper: Option<&[u8]>,
-        ) -> cairn_kv::Result<Box<dyn cairn_kv::storage::EngineIterator + '_>> {
-            self.inner.iter(space, lower, upper)
-        }
-    }
-
-    impl Engine for SyncLog {
-        fn write(&self, batch: WriteBatch, sync: bool) -> cairn_kv::Result<()> {
-            self.syncs.lock().push(sync);
-            self.inner.write(batch, sync)
-        }
-        fn snapshot(&self) -> Box<dyn cairn_kv::storage::Snapshot> {
-            self.inner.snapshot()
-        }
-    }
-
     #[tokio::test]
     async fn unsynced_jobs_alone_are_written_without_a_sync_and_in_order() {
-        let engine = Arc::new(SyncLog {
-            inner: Memory::new(),
-            syncs: Default::default(),
-        });
+        let engine = Arc::new(crate::test_util::Recording::default());
         let writer = LogWriter::start(engine.clone()).unwrap();
         let put = |v: u8| {
             let mut b = WriteBatch::new();

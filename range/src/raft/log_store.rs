@@ -496,45 +496,11 @@ mod tests {
         assert_eq!(all.len(), 3000);
     }
 
-    /// An engine that counts the iterators opened on it.
-    struct Counting {
-        inner: Memory,
-        iters: std::sync::atomic::AtomicUsize,
-    }
-
-    impl cairn_kv::storage::Reader for Counting {
-        fn get(&self, space: Space, key: &[u8]) -> cairn_kv::Result<Option<Vec<u8>>> {
-            self.inner.get(space, key)
-        }
-        fn iter(
-            &self,
-            space: Space,
-            lower: &[u8],
-            upper: Option<&[u8]>,
-        ) -> cairn_kv::Result<Box<dyn cairn_kv::storage::EngineIterator + '_>> {
-            self.iters
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.inner.iter(space, lower, upper)
-        }
-    }
-
-    impl Engine for Counting {
-        fn write(&self, batch: WriteBatch, sync: bool) -> cairn_kv::Result<()> {
-            self.inner.write(batch, sync)
-        }
-        fn snapshot(&self) -> Box<dyn cairn_kv::storage::Snapshot> {
-            self.inner.snapshot()
-        }
-    }
-
     /// The newest written entries are read from memory; older ones, past the budget,
     /// from the engine; truncations and purges apply to both.
     #[tokio::test]
     async fn the_newest_written_entries_are_read_from_memory() {
-        let engine = Arc::new(Counting {
-            inner: Memory::new(),
-            iters: Default::default(),
-        });
+        let engine = Arc::new(crate::test_util::Recording::default());
         let writer = Arc::new(LogWriter::start(engine.clone()).unwrap());
         let one = encode(&keys::raft_log_key(RangeId(7), 1), &entry(1))
             .unwrap()
