@@ -45,8 +45,6 @@ pub struct LogWriterStats {
     pub jobs: AtomicU64,
     /// WAL syncs (synced engine writes) done.
     pub syncs: AtomicU64,
-    /// Engine writes done without a sync (batches of unsynced jobs only).
-    pub unsynced_writes: AtomicU64,
     /// Total time spent in synced writes, in microseconds.
     pub sync_micros: AtomicU64,
     /// Seconds each synced write (the write-ahead log's fsync) took.
@@ -58,7 +56,6 @@ impl Default for LogWriterStats {
         LogWriterStats {
             jobs: AtomicU64::default(),
             syncs: AtomicU64::default(),
-            unsynced_writes: AtomicU64::default(),
             sync_micros: AtomicU64::default(),
             sync_latency: crate::store::latency_histogram(),
         }
@@ -181,8 +178,6 @@ fn run(engine: Arc<dyn Engine>, rx: mpsc::Receiver<Job>, stats: Arc<LogWriterSta
             let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
             stats.syncs.fetch_add(1, Ordering::Relaxed);
             stats.sync_micros.fetch_add(micros, Ordering::Relaxed);
-        } else {
-            stats.unsynced_writes.fetch_add(1, Ordering::Relaxed);
         }
         stats.jobs.fetch_add(dones.len() as u64, Ordering::Relaxed);
         if let Err(e) = &result {

@@ -129,16 +129,12 @@ async fn an_implicit_single_row_upsert_is_one_raft_command() {
         run(sql).await;
         assert_eq!(entries() - before, 1, "{sql}");
     }
-    let rows = |r: ExecResult| match r {
-        ExecResult::Rows { rows, .. } => rows,
-        other => panic!("{other:?}"),
-    };
     assert_eq!(
-        rows(run("SELECT k, v FROM kv").await),
+        int_rows(run("SELECT k, v FROM kv").await),
         vec![vec![Value::Int(1), Value::Text("x".into())]]
     );
     assert_eq!(
-        rows(run("SELECT k, v, w FROM kvw ORDER BY k").await),
+        int_rows(run("SELECT k, v, w FROM kvw ORDER BY k").await),
         vec![
             vec![Value::Int(1), Value::Text("b".into()), Value::Int(5)],
             vec![Value::Int(2), Value::Text("c".into()), Value::Int(1)],
@@ -147,7 +143,7 @@ async fn an_implicit_single_row_upsert_is_one_raft_command() {
     // Two rows for one key in one statement: the later one wins, as before.
     run("UPSERT INTO kvw (k, v) VALUES (3, 'p'), (3, 'q')").await;
     assert_eq!(
-        rows(run("SELECT k, v, w FROM kvw WHERE k = 3").await),
+        int_rows(run("SELECT k, v, w FROM kvw WHERE k = 3").await),
         vec![vec![Value::Int(3), Value::Text("q".into()), Value::Int(7)]]
     );
 }
