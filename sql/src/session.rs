@@ -1258,7 +1258,7 @@ impl Session {
     async fn execute_in_txn(&mut self, work: &Work<'_>) -> Result<(ExecResult, u64)> {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Open(mut txn) => {
-                let r = self.run_statement_in_txn(&mut txn, work).await;
+                let r = self.run_work(&mut txn, work, None).await;
                 self.state = if r.is_ok() {
                     State::Open(txn)
                 } else {
@@ -1313,6 +1313,10 @@ impl Session {
     /// update an UPDATE's read and write race against), and the reads before it still
     /// do, the statement is undone and runs again at the new timestamp, rather than the
     /// commit failing with 40001.
+    #[allow(
+        dead_code,
+        reason = "switched off until the lost-money failure under jepsen_pause is explained"
+    )]
     async fn run_statement_in_txn(
         &self,
         txn: &mut Txn,

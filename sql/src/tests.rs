@@ -168,6 +168,7 @@ fn int_rows(r: ExecResult) -> Vec<Vec<Value>> {
 /// instead of failing the commit; but a row read by an earlier statement and written
 /// since still fails the commit (40001): the earlier statement cannot run again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "statement restarts are switched off: CI at b2dfcaf saw bank-multitable lose money under jepsen_pause with them on"]
 async fn a_statement_whose_own_read_was_overwritten_runs_again() {
     let server = single_node().await;
     let mut a = server.session("root", "defaultdb");
